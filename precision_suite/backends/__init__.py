@@ -1,0 +1,75 @@
+"""The backend registry.
+
+`get_backend` and `list_backends` cover the production backends; planted faults register
+themselves in the same registry but are left out of default runs (see `faults`).
+"""
+
+from precision_suite.backends.base import Availability, Backend, BackendOutput
+from precision_suite.backends.paddle_backends import (
+    CompositeCastThenScale,
+    CompositeSingleRounding,
+    FusedRmsNorm,
+    PhiRmsNorm,
+)
+from precision_suite.errors import SpecError
+
+_REGISTRY = {}
+
+
+def register(backend, default=True):
+    """Add a backend instance to the registry; ``default`` ones run when no backend is named.
+
+    Raises
+    ------
+    ValueError
+        When another backend already has the same name.
+    """
+    if backend.name in _REGISTRY:
+        raise ValueError(f"backend name {backend.name!r} is already registered; pick another name")
+    _REGISTRY[backend.name] = (backend, default)
+    return backend
+
+
+def unregister(name):
+    """Remove a backend by name; used by tests that register a temporary one."""
+    _REGISTRY.pop(name, None)
+
+
+def get_backend(name):
+    """Return the registered backend called ``name``.
+
+    Raises
+    ------
+    SpecError
+        When no backend has that name; the message lists the valid names.
+    """
+    if name not in _REGISTRY:
+        raise SpecError(f"backend: unknown name {name!r}; valid names are {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name][0]
+
+
+def list_backends(include_all=False):
+    """Return the default backends in registration order, or every backend with ``include_all``."""
+    return [backend for backend, default in _REGISTRY.values() if default or include_all]
+
+
+def default_backend_names():
+    """Return the names of the backends that run when none is named."""
+    return [backend.name for backend in list_backends()]
+
+
+register(PhiRmsNorm())
+register(FusedRmsNorm())
+register(CompositeSingleRounding())
+register(CompositeCastThenScale())
+
+__all__ = [
+    "Availability",
+    "Backend",
+    "BackendOutput",
+    "default_backend_names",
+    "get_backend",
+    "list_backends",
+    "register",
+    "unregister",
+]
