@@ -103,6 +103,11 @@ class RunDirectory:
         self.path = os.fspath(path)
         os.makedirs(self.path, exist_ok=True)
 
+    @classmethod
+    def existing(cls, path):
+        """Return the run directory at ``path`` if the folder exists, else None (nothing is created)."""
+        return cls(path) if os.path.isdir(path) else None
+
     def file(self, name):
         """Return the path of a file inside the run directory."""
         return os.path.join(self.path, name)

@@ -1,0 +1,159 @@
+"""Drive generated cases through one backend with Hypothesis.
+
+The pytest cases, ``precision-suite run`` and ``precision-suite mutants`` all call
+`drive_cases`, so they generate the same specs for a profile, dtype and seed, and every
+backend sees the same sequence of cases until one fails and shrinking begins.
+"""
+
+import dataclasses
+
+from hypothesis import Phase, example, given, seed, settings, target
+
+from precision_suite.messages import format_error
+from precision_suite.runner import ERROR, FAILED, PASSED, UNAVAILABLE, run_backend
+from precision_suite.strategies import case_specs
+
+
+class CaseFailure(AssertionError):
+    """A backend failed or errored on a case; the message is the mismatch message."""
+
+
+@dataclasses.dataclass
+class DriveOutcome:
+    """Counts of one backend and dtype over a profile's generated cases.
+
+    Attributes
+    ----------
+    examples : int
+        Cases run, shrinking included.
+    first_failure_at : int or None
+        1-based number of the case that failed first.
+    first_failure : CaseResult or None
+        That case's result.
+    failure_message : str
+        The message Hypothesis raised after shrinking, or empty.
+    unavailable_reason : str
+        Set when every case was unavailable.
+    """
+
+    backend: str
+    dtype: str
+    examples: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    unavailable: int = 0
+    first_failure_at: int | None = None
+    first_failure: object = None
+    failure_message: str = ""
+    unavailable_reason: str = ""
+
+    def count(self, result):
+        """Add one result to the counts."""
+        self.examples += 1
+        if result.status == PASSED:
+            self.passed += 1
+        elif result.status == FAILED:
+            self.failed += 1
+        elif result.status == ERROR:
+            self.errors += 1
+        elif result.status == UNAVAILABLE:
+            self.unavailable += 1
+            # The reason without a residual is the kernel's own; keep it over the residual add's.
+            if not self.unavailable_reason or not result.spec.residual:
+                self.unavailable_reason = result.message
+        if result.status in (FAILED, ERROR) and self.first_failure_at is None:
+            self.first_failure_at = self.examples
+            self.first_failure = result
+
+    @property
+    def all_unavailable(self):
+        """True when cases ran and every one of them was unavailable."""
+        return self.examples > 0 and self.unavailable == self.examples
+
+
+def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=None, explicit_specs=(),
+                finished=None, shrink=True, raise_failure=True):
+    """Run a profile's generated cases for one backend and dtype.
+
+    Parameters
+    ----------
+    backend : Backend
+        The implementation under test.
+    dtype : str
+        Dtype of every generated case.
+    profile : str
+        Hypothesis profile name (``dev``, ``ci`` or ``nightly``); it sets the example count
+        and the shape limits.
+    device : str
+        Device for the backend.
+    run_seed : int
+        Seed of Hypothesis' generation for profiles that are not derandomized.
+    on_result : callable, optional
+        Called with every `CaseResult` as soon as it exists.
+    explicit_specs : iterable of CaseSpec
+        Specs run before any generated one (the regression corpus); those of other dtypes
+        are left out.
+    finished : dict, optional
+        ``case_id`` to an already recorded `CaseResult`; such cases are not run again
+        (``run --resume``).
+    shrink : bool
+        Whether Hypothesis shrinks a failing case; ``mutants`` turns it off for speed.
+    raise_failure : bool
+        Raise `CaseFailure` at the end when a case failed; otherwise return the outcome
+        with ``failure_message`` set.
+
+    Returns
+    -------
+    DriveOutcome
+    """
+    outcome = DriveOutcome(backend=backend.name, dtype=dtype)
+    finished = finished or {}
+
+    def check_case(spec):
+        result = finished.get(spec.case_id)
+        if result is None:
+            result = run_backend(spec, backend, device)
+            if on_result is not None:
+                on_result(result)
+        outcome.count(result)
+
+        if result.status in (PASSED, FAILED) and result.record.max_ulp_error < float("inf"):
+            target(result.record.max_ulp_error, label=f"max_ulp_error {backend.name} {dtype}")
+        if result.status == FAILED:
+            raise CaseFailure(result.message)
+        if result.status == ERROR:
+            raise CaseFailure(format_error(result))
+
+    base = settings.get_profile(profile)
+    phases = [phase for phase in base.phases if shrink or phase is not Phase.shrink]
+    test = given(spec=case_specs(dtypes=[dtype], profile=profile))(check_case)
+    for spec in reversed([spec for spec in explicit_specs if spec.dtype == dtype]):
+        test = example(spec=spec)(test)
+    test = settings(base, phases=phases)(test)
+    test = seed(run_seed)(test)
+
+    try:
+        test()
+    except Exception as error:  # noqa: BLE001 - narrowed to CaseFailure just below
+        failure = _case_failure(error)
+        if failure is None:
+            raise
+        outcome.failure_message = str(failure)
+        if raise_failure:
+            raise failure from None
+    return outcome
+
+
+def _case_failure(error):
+    """Return the first `CaseFailure` in ``error`` or its exception group, else None.
+
+    Hypothesis raises an exception group when several explicit examples fail.
+    """
+    if isinstance(error, CaseFailure):
+        return error
+    for inner in getattr(error, "exceptions", ()):
+        found = _case_failure(inner)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,17 @@
+"""The short summary table printed at the end of a pytest session and a ``run``."""
+
+import pandas as pd
+
+_COLUMNS = ["backend", "dtype", "cases", "passed", "failed", "unavailable", "errors",
+            "max_ulp_error", "p99_ulp_error", "ulp_budget"]
+
+
+def format_summary(summary):
+    """Return the summary DataFrame as aligned text, one line per backend and dtype."""
+    if summary.empty:
+        return "no cases ran"
+    table = summary[[column for column in _COLUMNS if column in summary.columns]].copy()
+    for column in ("max_ulp_error", "p99_ulp_error", "ulp_budget"):
+        if column in table.columns:
+            table[column] = table[column].map(lambda value: "-" if pd.isna(value) else f"{value:.3g}")
+    return table.to_string(index=False)
