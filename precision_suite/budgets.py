@@ -81,6 +81,13 @@ BUDGETS = {
 }
 
 
+# residual_out is x + residual rounded once to the dtype: exact rounding is 0.5 ulp. The margin
+# admits a sum formed in float32 and then rounded again (at most 0.5 + 2**-16 ulp for float16
+# and bfloat16) but not truncation, which errs by up to 1 ulp.
+RESIDUAL_OUT_BUDGET = Budget(0.5 + 1 / 64, "x + residual rounded once to the dtype; the margin admits a "
+                             "float32 intermediate sum, not truncation")
+
+
 def budget_for(backend, dtype):
     """Return the `Budget` of ``backend`` for output ``dtype``.
 

@@ -95,8 +95,8 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
         Specs run before any generated one (the regression corpus); those of other dtypes
         are left out.
     finished : dict, optional
-        ``case_id`` to an already recorded `CaseResult`; such cases are not run again
-        (``run --resume``).
+        ``case_id`` to an already recorded `CaseResult` of this backend; such cases are not
+        run again (``run --resume``) and ``on_result`` is not called for them.
     shrink : bool
         Whether Hypothesis shrinks a failing case; ``mutants`` turns it off for speed.
     raise_failure : bool
@@ -118,7 +118,7 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
                 on_result(result)
         outcome.count(result)
 
-        if result.status in (PASSED, FAILED) and result.record.max_ulp_error < float("inf"):
+        if result.record is not None and result.record.max_ulp_error < float("inf"):
             target(result.record.max_ulp_error, label=f"max_ulp_error {backend.name} {dtype}")
         if result.status == FAILED:
             raise CaseFailure(result.message)

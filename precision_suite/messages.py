@@ -7,6 +7,8 @@ budget beside it, the next worst indices, and the command that reruns exactly th
 
 import shlex
 
+from precision_suite.budgets import RESIDUAL_OUT_BUDGET
+
 
 def repro_command(spec, backend=None):
     """Return a shell command that reruns one case, optionally for one backend."""
@@ -38,6 +40,10 @@ def _element(worst):
     return f"{worst.output}[{index}]"
 
 
+def _budget_of(worst, budget):
+    return RESIDUAL_OUT_BUDGET.ulp if worst.output == "residual_out" else budget
+
+
 def format_failure(result):
     """Return the mismatch message of a failed `CaseResult`.
 
@@ -56,8 +62,11 @@ def format_failure(result):
     budget = result.ulp_budget
     lines = [f"{result.backend} on {result.device} failed {describe_case(spec)}"]
 
+    budgets = f"{budget:g} ulp"
+    if spec.residual:
+        budgets += f" ({RESIDUAL_OUT_BUDGET.ulp:g} ulp for residual_out)"
     lines.append(
-        f"{record.over_budget} of {record.elements} elements exceed the budget of {budget:g} ulp "
+        f"{record.over_budget} of {record.elements} elements exceed the budget of {budgets} "
         f"({record.frac_over_budget:.2%}); max {record.max_ulp_error:.3g} ulp, "
         f"p99 {record.p99_ulp_error:.3g} ulp"
     )
@@ -69,7 +78,7 @@ def format_failure(result):
         worst = record.worst[0]
         lines.append(
             f"worst element {_element(worst)}: actual {worst.actual!r}, reference {worst.reference!r}, "
-            f"{worst.ulp_error:.3g} ulp (budget {budget:g}), abs error {worst.abs_error:.3g}, "
+            f"{worst.ulp_error:.3g} ulp (budget {_budget_of(worst, budget):g}), abs error {worst.abs_error:.3g}, "
             f"rel error {worst.rel_error:.3g}"
         )
     if len(record.worst) > 1:

@@ -189,6 +189,7 @@ class ErrorRecord:
     denominator, so elements near zero are measured against that floor instead of dividing
     by zero. Non-finite mismatches have infinite abs, rel and ULP error, so they show in the
     maxima and p99, while ``mean_ulp_error`` averages the finite errors only.
+    ``over_budget`` counts elements above their own output's budget.
     """
 
     elements: int
@@ -202,11 +203,7 @@ class ErrorRecord:
     bitwise_equal_frac: float
     nonfinite_mismatches: int
     worst: tuple
-
-    @property
-    def over_budget(self):
-        """Number of elements whose ULP error exceeds the budget."""
-        return int(round(self.frac_over_budget * self.elements))
+    over_budget: int = 0
 
     def table_fields(self):
         """Return the record's columns for a cases table row."""
@@ -249,16 +246,16 @@ def _element_errors(actual, reference, name, block_rows):
         yield ulp, abs_error, rel_error, equal
 
 
-def measure(outputs, budget, block_rows=DEFAULT_BLOCK_ROWS):
+def measure(outputs, block_rows=DEFAULT_BLOCK_ROWS):
     """Compute the `ErrorRecord` of a backend's outputs against the reference.
 
     Parameters
     ----------
-    outputs : list of (str, numpy.ndarray, numpy.ndarray)
-        ``(name, actual, reference)`` for each compared output; ``actual`` is in the output
-        dtype and ``reference`` in float64 with the same shape.
-    budget : float
-        ULP budget; elements above it count in ``frac_over_budget``.
+    outputs : list of (str, numpy.ndarray, numpy.ndarray, float)
+        ``(name, actual, reference, budget)`` for each compared output: ``actual`` is in the
+        output dtype, ``reference`` in float64 with the same shape, and ``budget`` the ULP
+        budget its elements are held to. The first output's budget is the record's
+        ``ulp_budget``.
     block_rows : int
         Rows measured at a time, which bounds temporary memory.
 
@@ -269,9 +266,9 @@ def measure(outputs, budget, block_rows=DEFAULT_BLOCK_ROWS):
     ulp_parts = []
     worst_candidates = []
     max_abs = max_rel = 0.0
-    equal_count = nonfinite = elements = 0
+    equal_count = nonfinite = elements = over_budget = 0
 
-    for output_name, actual, reference in outputs:
+    for output_name, actual, reference, budget in outputs:
         name = dtype_name(actual.dtype)
         offset = 0
         for ulp, abs_error, rel_error, equal in _element_errors(actual, reference, name, block_rows):
@@ -281,6 +278,7 @@ def measure(outputs, budget, block_rows=DEFAULT_BLOCK_ROWS):
             max_rel = max(max_rel, float(rel_error.max(initial=0.0)))
             equal_count += int(equal.sum())
             nonfinite += int(np.isinf(flat_ulp).sum())
+            over_budget += int((flat_ulp > budget).sum())
             elements += flat_ulp.size
 
             count = min(WORST_COUNT, flat_ulp.size)
@@ -315,9 +313,10 @@ def measure(outputs, budget, block_rows=DEFAULT_BLOCK_ROWS):
         max_ulp_error=float(all_ulp.max(initial=0.0)),
         mean_ulp_error=float(finite_ulp.mean(dtype=np.float64)) if finite_ulp.size else (np.inf if elements else 0.0),
         p99_ulp_error=float(np.percentile(all_ulp, 99, method="higher")) if elements else 0.0,
-        frac_over_budget=float((all_ulp > budget).sum()) / elements if elements else 0.0,
-        ulp_budget=float(budget),
+        frac_over_budget=over_budget / elements if elements else 0.0,
+        ulp_budget=float(outputs[0][3]) if outputs else np.nan,
         bitwise_equal_frac=equal_count / elements if elements else 1.0,
         nonfinite_mismatches=nonfinite,
         worst=worst,
+        over_budget=over_budget,
     )

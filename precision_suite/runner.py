@@ -14,13 +14,14 @@ import time
 import numpy as np
 
 from precision_suite.backends.base import BackendOutput
-from precision_suite.budgets import budget_for
+from precision_suite.budgets import RESIDUAL_OUT_BUDGET, budget_for
 from precision_suite.dtypes import dtype_name, numpy_dtype
 from precision_suite.errors import BackendUnavailable, ResourceLimitError
 from precision_suite.inputs import make_inputs
 from precision_suite.messages import format_failure
 from precision_suite.metrics import measure
 from precision_suite.reference import compute_reference
+from precision_suite.spec import CaseSpec
 
 PASSED = "passed"
 FAILED = "failed"
@@ -63,6 +64,14 @@ class CaseResult:
     message: str = ""
     duration_s: float = 0.0
     ulp_budget: float = math.nan
+    output: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_row(cls, row):
+        """Rebuild a result from a cases-table row, without its error record or output."""
+        return cls(CaseSpec.from_json(row["spec"]), row["backend"], row["device"], row["status"],
+                   message=row.get("message") or "", duration_s=float(row.get("duration_s") or 0.0),
+                   ulp_budget=float(row.get("ulp_budget") if row.get("ulp_budget") is not None else math.nan))
 
     def row(self, run_id=""):
         """Return the cases-table row of this result."""
@@ -172,7 +181,7 @@ def _check_output(spec, output, name, has_residual):
     return ""
 
 
-def run_backend(spec, backend, device="cpu", budget=None):
+def run_backend(spec, backend, device="cpu", budget=None, keep_output=False):
     """Run one backend on one case and judge it against its budget.
 
     Parameters
@@ -185,6 +194,8 @@ def run_backend(spec, backend, device="cpu", budget=None):
         ``"cpu"``, ``"gpu"`` or ``"gpu:N"``.
     budget : float, optional
         ULP budget; defaults to the budget table's entry for the backend and dtype.
+    keep_output : bool
+        Keep the backend's `BackendOutput` in the result (``repro`` hashes and compares it).
 
     Returns
     -------
@@ -220,14 +231,15 @@ def run_backend(spec, backend, device="cpu", budget=None):
         return CaseResult(spec, backend.name, device, ERROR, message=problem,
                           duration_s=time.perf_counter() - started, ulp_budget=budget)
 
-    compared = [("out", output.out, reference.out)]
+    compared = [("out", output.out, reference.out, budget)]
     if spec.residual:
-        compared.append(("residual_out", output.residual_out, reference.residual_out))
-    record = measure(compared, budget)
+        compared.append(("residual_out", output.residual_out, reference.residual_out, RESIDUAL_OUT_BUDGET.ulp))
+    record = measure(compared)
 
-    failed = record.max_ulp_error > budget or record.nonfinite_mismatches > 0
+    failed = record.over_budget > 0 or record.nonfinite_mismatches > 0
     result = CaseResult(spec, backend.name, device, FAILED if failed else PASSED, record=record,
-                        duration_s=time.perf_counter() - started, ulp_budget=budget)
+                        duration_s=time.perf_counter() - started, ulp_budget=budget,
+                        output=output if keep_output else None)
     if failed:
         result = dataclasses.replace(result, message=format_failure(result))
     return result

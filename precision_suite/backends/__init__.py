@@ -4,7 +4,8 @@
 themselves in the same registry but are left out of default runs (see `faults`).
 """
 
-from precision_suite.backends.base import Availability, Backend, BackendOutput
+from precision_suite.backends.base import PLANTED_FAULT, Availability, Backend, BackendOutput
+from precision_suite.backends.faults import PLANTED_FAULTS, NumpySingleRounding
 from precision_suite.backends.paddle_backends import (
     CompositeCastThenScale,
     CompositeSingleRounding,
@@ -62,6 +63,14 @@ register(PhiRmsNorm())
 register(FusedRmsNorm())
 register(CompositeSingleRounding())
 register(CompositeCastThenScale())
+register(NumpySingleRounding(), default=False)
+for _fault in PLANTED_FAULTS:
+    register(_fault(), default=False)
+
+
+def planted_faults():
+    """Return the registered planted-fault backends."""
+    return [backend for backend in list_backends(include_all=True) if backend.rounding == PLANTED_FAULT]
 
 __all__ = [
     "Availability",
@@ -70,6 +79,7 @@ __all__ = [
     "default_backend_names",
     "get_backend",
     "list_backends",
+    "planted_faults",
     "register",
     "unregister",
 ]

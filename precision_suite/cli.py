@@ -1,0 +1,361 @@
+"""The ``precision-suite`` command line.
+
+Subcommands: ``run`` (a profile's cases outside pytest), ``repro`` (rerun one case),
+``save`` (add a case to the regression corpus), ``backends`` (availability and reasons),
+``mutants`` (hunt the planted faults), ``report`` (HTML report) and ``e2e`` (GLM4 MoE
+decoder-layer check). Invalid input prints one line and exits with status 2.
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+from precision_suite.backends import default_backend_names, get_backend, list_backends, planted_faults
+from precision_suite.backends.paddle_io import paddle_place
+from precision_suite.budgets import budget_for
+from precision_suite.corpus import DEFAULT_CORPUS_DIR, load_case_file, load_corpus, save_case
+from precision_suite.dtypes import DTYPES, check_dtype
+from precision_suite.errors import BackendUnavailable, SpecError
+from precision_suite.messages import describe_case, repro_command
+from precision_suite.metrics import bitwise_equal, ulp_distance
+from precision_suite.results import RunDirectory, new_run_id
+from precision_suite.spec import CaseSpec
+from precision_suite.strategies import DEFAULT_PROFILE, PROFILES, check_profile, register_profiles
+from precision_suite.summary import format_summary
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _check_device(device):
+    """Return ``device`` if Paddle can use it here; raise `SpecError` saying why not."""
+    if device == "cpu":
+        return device
+    if not device.startswith("gpu"):
+        raise SpecError(f"--device: invalid value {device!r}; expected cpu, gpu or gpu:N")
+    try:
+        paddle_place(device)
+    except BackendUnavailable as error:
+        raise SpecError(f"--device {device}: no usable GPU on this machine: {error}") from None
+    return device
+
+
+def _backend_names(names, include_faults=False):
+    names = names or default_backend_names()
+    for name in names:
+        get_backend(name)
+    return names
+
+
+def _dtype_names(names):
+    return [check_dtype(name) for name in (names or DTYPES)]
+
+
+# Finding a case by id
+
+
+def _case_from_tables(case_id, search_dirs):
+    """Return the spec of ``case_id`` from the cases tables of run directories, or None."""
+    for directory in search_dirs:
+        for path in sorted(glob.glob(os.path.join(directory, "**", "cases.jsonl"), recursive=True), reverse=True):
+            rows, _ = RunDirectory(os.path.dirname(path)).read_rows("cases")
+            for row in rows:
+                if row.get("case_id") == case_id and row.get("spec"):
+                    return CaseSpec.from_json(row["spec"])
+    return None
+
+
+def resolve_case(text, corpus_dir=DEFAULT_CORPUS_DIR, run_dirs=("reports",)):
+    """Return the `CaseSpec` that ``text`` names.
+
+    ``text`` is a spec as JSON, a path to a corpus file, or a case id found in the corpus
+    or in the ``cases.jsonl`` of a run directory under ``run_dirs``.
+
+    Raises
+    ------
+    SpecError
+        When the JSON is invalid or the case id is found nowhere.
+    """
+    text = text.strip()
+    if text.startswith("{"):
+        return CaseSpec.from_json(text)
+    if os.path.isfile(text):
+        return load_case_file(text).spec
+
+    corpus_cases, _ = load_corpus(corpus_dir)
+    for case in corpus_cases:
+        if case.spec.case_id == text:
+            return case.spec
+    spec = _case_from_tables(text, [directory for directory in run_dirs if os.path.isdir(directory)])
+    if spec is None:
+        searched = ", ".join([corpus_dir, *run_dirs])
+        raise SpecError(f"case: id {text!r} not found in {searched}; pass the spec JSON from the "
+                        "table's spec column, or --run DIR for the run directory that has it")
+    return spec
+
+
+# Subcommands
+
+
+def command_run(args):
+    from precision_suite.batch import PairTask, Progress, run_pairs, setup_logging
+    from precision_suite.environment import collect_environment
+
+    if args.resume:
+        run_dir = RunDirectory(args.resume)
+        metadata = run_dir.read_metadata()
+        if not metadata:
+            raise SpecError(f"--resume: {args.resume} has no run.json; pass a directory written by precision-suite run")
+        profile = metadata.get("profile", args.profile)
+        run_seed = metadata.get("seed", args.seed)
+        backends = args.backend or metadata.get("backends")
+        dtypes = args.dtype or metadata.get("dtypes")
+        device = metadata.get("device", args.device)
+    else:
+        run_id = new_run_id()
+        run_dir = RunDirectory(args.out or os.path.join("reports", run_id))
+        profile, run_seed, backends, dtypes, device = args.profile, args.seed, args.backend, args.dtype, args.device
+
+    check_profile(profile)
+    backends = _backend_names(backends)
+    dtypes = _dtype_names(dtypes)
+    device = _check_device(device)
+    if args.workers < 1:
+        raise SpecError(f"--workers: invalid value {args.workers}; expected a whole number >= 1")
+
+    corpus_cases, corpus_errors = load_corpus(args.corpus)
+    for error in corpus_errors:
+        print(f"precision-suite: error: {error}", file=sys.stderr)
+
+    run_id = run_dir.start(profile=profile, seed=run_seed, device=device, backends=backends, dtypes=dtypes,
+                           command="precision-suite run", environment=collect_environment())
+    run_dir.write_metadata(complete=False)
+    setup_logging(run_dir)
+    print(f"run {run_id}: profile {profile}, device {device}, {len(backends)} backends x {len(dtypes)} dtypes, "
+          f"{len(corpus_cases)} corpus cases, output in {run_dir.path}", file=sys.stderr)
+
+    tasks = [PairTask(backend, dtype, profile, device, run_seed, run_dir.path, run_id, args.corpus)
+             for backend in backends for dtype in dtypes]
+    progress = Progress()
+    try:
+        summaries = run_pairs(tasks, workers=args.workers, progress=progress)
+    except KeyboardInterrupt:
+        run_dir.finalize(complete=False)
+        print(f"interrupted; finished rows are kept in {run_dir.path}. Continue with: "
+              f"precision-suite run --resume {run_dir.path}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    progress.update(force=True, label="done")
+
+    frames = run_dir.finalize(complete=True)
+    if corpus_errors:
+        run_dir.write_metadata(corpus_errors=[str(error) for error in corpus_errors])
+    print(format_summary(frames.get("summary")) if "summary" in frames else "no cases ran")
+    for summary in summaries:
+        if summary.failure_message:
+            print(f"\n{summary.failure_message}")
+
+    if args.html:
+        from precision_suite.report import write_report
+
+        print(f"report: {write_report(run_dir.path)}")
+    print(f"tables written to {run_dir.path}")
+
+    failed = any(summary.failed or summary.errors for summary in summaries)
+    return EXIT_FAILED if failed or corpus_errors else EXIT_OK
+
+
+def _agreement_lines(results):
+    """Return lines comparing every pair of executed backends bit for bit."""
+    executed = [result for result in results if result.output is not None]
+    lines = []
+    for index, first in enumerate(executed):
+        for second in executed[index + 1:]:
+            equal = bitwise_equal(first.output.out, second.output.out)
+            distance = ulp_distance(first.output.out, second.output.out)
+            lines.append(f"  {first.backend} vs {second.backend}: {equal.mean():.2%} bit-identical, "
+                         f"max {float(distance.max(initial=0.0)):g} ulp apart")
+    return lines
+
+
+def command_repro(args):
+    from precision_suite.runner import output_digest, run_backend
+
+    spec = resolve_case(args.case, args.corpus, [args.run] if args.run else ["reports"])
+    device = _check_device(args.device)
+    names = args.backend or default_backend_names()
+    results = [run_backend(spec, get_backend(name), device, keep_output=True) for name in _backend_names(names)]
+
+    print(describe_case(spec))
+    print(f"spec: {spec.to_json()}")
+    for result in results:
+        print(f"\n{result.backend} on {device}: {result.status}")
+        if result.record is None:
+            print(f"  {result.message}")
+            continue
+        record = result.record
+        print(f"  max {record.max_ulp_error:.4g} ulp (budget {result.ulp_budget:g}), p99 {record.p99_ulp_error:.4g}, "
+              f"mean {record.mean_ulp_error:.4g}, max abs {record.max_abs_error:.4g}, "
+              f"max rel {record.max_rel_error:.4g}, bit-identical to reference {record.bitwise_equal_frac:.2%}, "
+              f"non-finite mismatches {record.nonfinite_mismatches}")
+        print(f"  output sha256 {output_digest(result.output)}")
+        for worst in record.worst:
+            index = ", ".join(str(i) for i in worst.index)
+            print(f"  {worst.output}[{index}]: actual {worst.actual!r}, reference {worst.reference!r}, "
+                  f"{worst.ulp_error:.4g} ulp")
+
+    agreement = _agreement_lines(results)
+    if agreement:
+        print("\nbackends against each other:")
+        print("\n".join(agreement))
+    return EXIT_FAILED if any(result.status in ("failed", "error") for result in results) else EXIT_OK
+
+
+def command_save(args):
+    spec = resolve_case(args.case, args.corpus, [args.run] if args.run else ["reports"])
+    note = args.note or f"saved from the command line: {describe_case(spec)}"
+    path = save_case(spec, note, args.corpus)
+    print(f"saved case {spec.case_id} to {path}")
+    print(f"rerun it with: {repro_command(spec)}")
+    return EXIT_OK
+
+
+def command_backends(args):
+    device = args.device
+    backends = list_backends(include_all=args.all)
+    print(f"{'backend':32} {'dtype':9} {'device':7} {'budget':>8}  status")
+    for backend in backends:
+        for dtype in DTYPES:
+            availability = backend.probe(dtype, device)
+            status = "available" if availability.available else "unavailable: " + availability.reason.splitlines()[0]
+            try:
+                budget = f"{budget_for(backend, dtype).ulp:g}"
+            except KeyError:
+                budget = "-"
+            print(f"{backend.name:32} {dtype:9} {device:7} {budget:>8}  {status}")
+    return EXIT_OK
+
+
+def command_mutants(args):
+    from precision_suite.mutants import hunt_all
+    from precision_suite.results import write_csv_atomic
+
+    check_profile(args.profile)
+    dtypes = _dtype_names(args.dtype)
+    faults = planted_faults()
+    if args.fault:
+        faults = [get_backend(name) for name in args.fault]
+
+    def show(result):
+        verdict = "killed" if result.killed else "SURVIVED"
+        where = f"by {result.dtype} case {result.case_id} ({result.status})" if result.killed else ""
+        print(f"{result.fault:34} {verdict:8} after {result.examples:4d} examples {where}", flush=True)
+
+    table = hunt_all(faults, profile=args.profile, dtypes=dtypes, device=args.device, run_seed=args.seed,
+                     on_result=show)
+    survived = table[~table["killed"]]
+    print(f"\n{len(table) - len(survived)} of {len(table)} planted faults killed with the {args.profile} profile")
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, "mutants.csv")
+        write_csv_atomic(table, path)
+        print(f"table written to {path}")
+    return EXIT_FAILED if len(survived) else EXIT_OK
+
+
+def _add_report_parser(subparsers):
+    parser = subparsers.add_parser("report", help="write index.html for a run directory")
+    try:
+        from precision_suite.report.command import add_arguments, main
+    except ImportError as error:
+        parser.set_defaults(handler=lambda args: _unavailable_command("report", error))
+        return
+    add_arguments(parser)
+    parser.set_defaults(handler=main)
+
+
+def _add_e2e_parser(subparsers):
+    parser = subparsers.add_parser("e2e", help="GLM4 MoE decoder-layer check against a float64 reference")
+    try:
+        from precision_suite.e2e.command import add_arguments, main
+    except ImportError as error:
+        parser.set_defaults(handler=lambda args: _unavailable_command("e2e", error))
+        return
+    add_arguments(parser)
+    parser.set_defaults(handler=main)
+
+
+def _unavailable_command(name, error):
+    raise SpecError(f"{name}: this installation cannot import it ({error}); reinstall with pip install -e '.[cpu]'")
+
+
+def build_parser():
+    """Return the argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="precision-suite", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = subparsers.add_parser("run", help="run a profile's generated cases and write the tables")
+    run.add_argument("--profile", default=DEFAULT_PROFILE, help=f"Hypothesis profile: {', '.join(PROFILES)} "
+                     f"(default: {DEFAULT_PROFILE})")
+    run.add_argument("--backend", action="append", help="backend to run; repeat for several (default: all default backends)")
+    run.add_argument("--dtype", action="append", help=f"dtype to run; repeat for several (default: {', '.join(DTYPES)})")
+    run.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N (default: cpu)")
+    run.add_argument("--out", help="run directory (default: reports/<run_id>)")
+    run.add_argument("--seed", type=int, default=0, help="seed of Hypothesis' generation for dev and nightly (default: 0)")
+    run.add_argument("--workers", type=int, default=1, help="processes running backend and dtype pairs (default: 1)")
+    run.add_argument("--resume", metavar="OUT", help="finish an interrupted run in OUT without redoing finished cases")
+    run.add_argument("--html", action="store_true", help="also write index.html in the run directory")
+    run.add_argument("--corpus", default=DEFAULT_CORPUS_DIR, help=f"regression corpus folder (default: {DEFAULT_CORPUS_DIR})")
+    run.set_defaults(handler=command_run)
+
+    repro = subparsers.add_parser("repro", help="rerun one case and print each backend's metrics and worst elements")
+    repro.add_argument("case", help="case id, spec JSON, or a corpus file")
+    repro.add_argument("--backend", action="append", help="backend to run; repeat for several (default: all default backends)")
+    repro.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N (default: cpu)")
+    repro.add_argument("--run", help="run directory to look the case id up in (default: every run under reports/)")
+    repro.add_argument("--corpus", default=DEFAULT_CORPUS_DIR, help=f"regression corpus folder (default: {DEFAULT_CORPUS_DIR})")
+    repro.set_defaults(handler=command_repro)
+
+    save = subparsers.add_parser("save", help="add a case to the regression corpus")
+    save.add_argument("case", help="case id from a run's table, or spec JSON")
+    save.add_argument("--note", help="one line on what the case guards (default: the case description)")
+    save.add_argument("--run", help="run directory to look the case id up in (default: every run under reports/)")
+    save.add_argument("--corpus", default=DEFAULT_CORPUS_DIR, help=f"regression corpus folder (default: {DEFAULT_CORPUS_DIR})")
+    save.set_defaults(handler=command_save)
+
+    backends = subparsers.add_parser("backends", help="list backends with availability per dtype and the reason")
+    backends.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N (default: cpu)")
+    backends.add_argument("--all", action="store_true", help="include the planted faults and the NumPy control")
+    backends.set_defaults(handler=command_backends)
+
+    mutants = subparsers.add_parser("mutants", help="check that every planted fault is killed by the profile's cases")
+    mutants.add_argument("--profile", default=DEFAULT_PROFILE, help=f"Hypothesis profile (default: {DEFAULT_PROFILE})")
+    mutants.add_argument("--dtype", action="append", help="dtype to try, in order; repeat for several (default: all)")
+    mutants.add_argument("--fault", action="append", help="planted fault to hunt; repeat for several (default: all)")
+    mutants.add_argument("--device", default="cpu", help="device (default: cpu)")
+    mutants.add_argument("--seed", type=int, default=0, help="seed of Hypothesis' generation (default: 0)")
+    mutants.add_argument("--out", help="folder for mutants.csv (default: print only)")
+    mutants.set_defaults(handler=command_mutants)
+
+    _add_report_parser(subparsers)
+    _add_e2e_parser(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line and return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    register_profiles()
+    try:
+        return args.handler(args)
+    except SpecError as error:
+        print(f"precision-suite: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
