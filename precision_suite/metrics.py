@@ -49,9 +49,12 @@ def spacing(reference, name):
     highest_exponent = int(info.maxexp) - 1
     mantissa_bits = int(info.nmant)
 
+    magnitude = np.abs(reference)
     with np.errstate(invalid="ignore"):
-        _, exponent = np.frexp(np.abs(reference))
-    exponent = np.clip(exponent.astype(np.int64) - 1, lowest_exponent, highest_exponent)
+        _, exponent = np.frexp(magnitude)
+    # frexp puts 0 in binade -1; zero belongs with the subnormals, at the lowest exponent.
+    exponent = np.where(magnitude == 0, lowest_exponent, exponent.astype(np.int64) - 1)
+    exponent = np.clip(exponent, lowest_exponent, highest_exponent)
     result = np.ldexp(1.0, exponent - mantissa_bits)
     return np.where(np.isfinite(reference), result, np.nan)
 
