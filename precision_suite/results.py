@@ -41,6 +41,8 @@ STATUSES = ("passed", "failed", "unavailable", "error")
 # Columns that identify a row; a later row with the same key replaces an earlier one.
 TABLE_KEYS = {
     "cases": ("case_id", "backend", "device"),
+    "e2e": ("case_id", "kind", "mode", "compared_with", "routing", "dtype", "device", "layer", "stage"),
+    "norm_sites": ("case_id", "mode", "dtype", "device", "layer", "site"),
 }
 
 RUN_FILE = "run.json"

@@ -19,6 +19,7 @@ import dataclasses
 
 from precision_suite.backends import get_backend, list_backends
 from precision_suite.backends.base import Availability
+from precision_suite.e2e import fastdeploy_adapter  # noqa: F401 - registers the fastdeploy backends
 from precision_suite.errors import SpecError
 
 SITES = ("input_norm", "q_norm", "k_norm", "post_attention_norm", "final_norm")
@@ -63,6 +64,14 @@ def _proxy(proxy_backend):
     return sites
 
 
+def _fastdeploy_proxy():
+    """Return the FastDeploy layer's proxy assignment; the layer adds the residual itself."""
+    sites = _uniform("fastdeploy_default", FUSED)
+    sites["input_norm"] = SitePlan("fastdeploy_proxy", FUSED)
+    sites["post_attention_norm"] = SitePlan("fastdeploy_proxy", FUSED)
+    return sites
+
+
 MODES = {
     mode.name: mode for mode in (
         Mode("default", "FastDeploy default: fused_rms_norm with the fused residual add at every site",
@@ -71,6 +80,10 @@ MODES = {
              "and post-attention norms; q/k and final norms keep fused_rms_norm", _proxy("paddle_phi")),
         Mode("all_phi", "the phi kernel at every site, residual added separately in the activation dtype",
              _uniform("paddle_phi", SEPARATE)),
+        Mode("fastdeploy_default", "FastDeploy's own RMSNorm layer on its default path at every site",
+             _uniform("fastdeploy_default", FUSED)),
+        Mode("fastdeploy_proxy", "FastDeploy's own RMSNorm layer with the phi proxy at the input and "
+             "post-attention norms, its default path elsewhere", _fastdeploy_proxy()),
         Mode("proxy_composite", "phi_proxy with the single-rounding composite standing in for the phi kernel",
              _proxy("paddle_composite")),
         Mode("all_composite", "the single-rounding composite of Paddle ops at every site",

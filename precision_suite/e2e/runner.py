@@ -16,6 +16,7 @@ from precision_suite.e2e.config import check_e2e_dtype
 from precision_suite.e2e.layer_paddle import PaddleMath, paddle_final_norm, paddle_layer, paddle_weights
 from precision_suite.e2e.layer_reference import reference_final_norm, reference_layer
 from precision_suite.e2e.modes import (
+    SITES,
     NormDispatcher,
     NormSiteRecorder,
     check_coverage,
@@ -173,7 +174,7 @@ def run_stack(case, dtype, mode_names, device="cpu"):
     config = case.config
     modes = [get_mode(name) for name in mode_names]
     sites = expected_sites(config, case.layer_indices)
-    used_sites = sorted({site for _, site in sites})
+    used_sites = [site for site in SITES if any(site == name for _, name in sites)]
 
     try:
         paddle_math = PaddleMath(dtype, device)
@@ -324,3 +325,49 @@ def norm_site_rows(stack, run_id=""):
 def failed_rows(rows):
     """Return the rows whose status is ``failed``."""
     return [row for row in rows if row.get("status") == "failed"]
+
+
+def write_rows(run_dir, rows, coverage_rows):
+    """Append ``e2e`` and ``norm_sites`` rows to a `RunDirectory`, columns in table order."""
+    for row in rows:
+        run_dir.append("e2e", {column: row.get(column) for column in E2E_COLUMNS})
+    for row in coverage_rows:
+        run_dir.append("norm_sites", {column: row.get(column) for column in NORM_SITE_COLUMNS})
+
+
+def rerun_command(stack, modes):
+    """Return the ``precision-suite e2e`` command line that reruns this case in ``modes``."""
+    case = stack.case
+    parts = ["precision-suite e2e", f"--preset {case.preset}"]
+    parts += [f"--mode {mode}" for mode in modes]
+    parts += [f"--dtype {stack.dtype}", f"--layers {case.layers}", f"--tokens {case.tokens}",
+              f"--first-layer {case.first_layer}", f"--experts {case.config.n_routed_experts}",
+              "--qk-norm" if case.config.use_qk_norm else "--no-qk-norm", f"--device {stack.device}",
+              f"--seed {case.seed}"]
+    return " ".join(parts)
+
+
+def failure_message(stack, rows, coverage_rows):
+    """Return the assertion message for failed stage rows and norm sites, or "" when none failed.
+
+    It states what ran, each failure with its layer, stage or site and reason, then the
+    command that reruns the case.
+    """
+    failures = failed_rows(rows)
+    site_failures = failed_rows(coverage_rows)
+    if not failures and not site_failures:
+        return ""
+
+    case = stack.case
+    modes = list(dict.fromkeys(row["mode"] for row in failures + site_failures))
+    lines = [f"GLM4 MoE e2e {case.case_id}: preset {case.preset}, {case.layers} layer(s) from layer "
+             f"{case.first_layer}, {case.tokens} tokens, qk_norm {case.config.use_qk_norm}, {stack.dtype} on "
+             f"{stack.device}, seed {case.seed}"]
+    lines.append(f"{len(failures)} stage row(s) and {len(site_failures)} norm site(s) failed:")
+    for row in failures:
+        lines.append(f"  mode {row['mode']} ({row['routing']} routing) layer {row['layer']} {row['stage']}: "
+                     f"{row['message']}")
+    for row in site_failures:
+        lines.append(f"  mode {row['mode']} layer {row['layer']} norm site {row['site']}: {row['message']}")
+    lines.append(f"rerun: {rerun_command(stack, modes)}")
+    return "\n".join(lines)
