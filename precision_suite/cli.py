@@ -110,6 +110,7 @@ def command_run(args):
         metadata = run_dir.read_metadata()
         if not metadata:
             raise SpecError(f"--resume: {args.resume} has no run.json; pass a directory written by precision-suite run")
+        run_dir.end_partial_line("cases")
         profile = metadata.get("profile", args.profile)
         run_seed = metadata.get("seed", args.seed)
         backends = args.backend or metadata.get("backends")
@@ -294,7 +295,7 @@ def _unavailable_command(name, error):
 
 def build_parser():
     """Return the argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="precision-suite", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="precision-suite", description="Precision checks of Paddle RMSNorm kernels and the GLM4 MoE layer.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = subparsers.add_parser("run", help="run a profile's generated cases and write the tables")

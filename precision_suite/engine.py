@@ -6,6 +6,7 @@ backend sees the same sequence of cases until one fails and shrinking begins.
 """
 
 import dataclasses
+import math
 
 from hypothesis import Phase, example, given, seed, settings, target
 
@@ -25,7 +26,7 @@ class DriveOutcome:
     Attributes
     ----------
     examples : int
-        Cases run, shrinking included.
+        Cases checked, repeats and shrinking included; each distinct case runs once.
     first_failure_at : int or None
         1-based number of the case that failed first.
     first_failure : CaseResult or None
@@ -108,18 +109,23 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
     DriveOutcome
     """
     outcome = DriveOutcome(backend=backend.name, dtype=dtype)
-    finished = finished or {}
+    # Results by case id: Hypothesis can draw one spec twice (and shrinking replays a failure),
+    # and each case is run and recorded once.
+    seen = dict(finished or {})
 
     def check_case(spec):
-        result = finished.get(spec.case_id)
+        result = seen.get(spec.case_id)
         if result is None:
             result = run_backend(spec, backend, device)
+            seen[spec.case_id] = result
             if on_result is not None:
                 on_result(result)
         outcome.count(result)
 
-        if result.record is not None and result.record.max_ulp_error < float("inf"):
-            target(result.record.max_ulp_error, label=f"max_ulp_error {backend.name} {dtype}")
+        # A resumed run must call target() exactly as the first run did, or Hypothesis
+        # generates a different sequence of cases.
+        if math.isfinite(result.max_ulp_error):
+            target(result.max_ulp_error, label=f"max_ulp_error {backend.name} {dtype}")
         if result.status == FAILED:
             raise CaseFailure(result.message)
         if result.status == ERROR:

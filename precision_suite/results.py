@@ -163,6 +163,23 @@ class RunDirectory:
         finally:
             os.close(descriptor)
 
+    def end_partial_line(self, table):
+        """End ``<table>.jsonl`` with a newline if a killed process cut its last row short.
+
+        Without this, the next appended row would join the cut one and both would be lost.
+        Returns True when a newline was added.
+        """
+        path = self.file(f"{table}.jsonl")
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            return False
+        with open(path, "rb") as stream:
+            stream.seek(-1, os.SEEK_END)
+            if stream.read(1) == b"\n":
+                return False
+        with open(path, "ab") as stream:
+            stream.write(b"\n")
+        return True
+
     def read_rows(self, table):
         """Return the rows of ``<table>.jsonl`` and how many lines were unreadable.
 

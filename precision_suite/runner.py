@@ -65,13 +65,23 @@ class CaseResult:
     duration_s: float = 0.0
     ulp_budget: float = math.nan
     output: object = dataclasses.field(default=None, repr=False, compare=False)
+    recorded_max_ulp_error: float = math.nan
 
     @classmethod
     def from_row(cls, row):
         """Rebuild a result from a cases-table row, without its error record or output."""
+        def number(name):
+            value = row.get(name)
+            return math.nan if value is None else float(value)
+
         return cls(CaseSpec.from_json(row["spec"]), row["backend"], row["device"], row["status"],
-                   message=row.get("message") or "", duration_s=float(row.get("duration_s") or 0.0),
-                   ulp_budget=float(row.get("ulp_budget") if row.get("ulp_budget") is not None else math.nan))
+                   message=row.get("message") or "", duration_s=number("duration_s"),
+                   ulp_budget=number("ulp_budget"), recorded_max_ulp_error=number("max_ulp_error"))
+
+    @property
+    def max_ulp_error(self):
+        """Max ULP error from the record, or from the table row a result was rebuilt from."""
+        return self.record.max_ulp_error if self.record is not None else self.recorded_max_ulp_error
 
     def row(self, run_id=""):
         """Return the cases-table row of this result."""

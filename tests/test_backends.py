@@ -1,0 +1,89 @@
+"""The backend registry, availability probes and bit-exact transfer to Paddle."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from precision_suite.backends import get_backend, list_backends, register, unregister
+from precision_suite.backends.paddle_io import to_numpy, to_paddle
+from precision_suite.errors import SpecError
+from precision_suite.inputs import make_inputs
+from precision_suite.spec import CaseSpec
+from tests.helpers import NumpyBackend
+
+paddle = pytest.importorskip("paddle")
+cpu_only = pytest.mark.skipif(paddle.is_compiled_with_cuda(), reason="checks the CPU wheel's gaps")
+
+
+def test_unknown_backend_lists_names():
+    with pytest.raises(SpecError) as raised:
+        get_backend("paddle_fast")
+    message = str(raised.value)
+    assert message.startswith("backend: unknown name 'paddle_fast'; valid names are ")
+    assert "paddle_fused" in message and "paddle_phi" in message
+
+
+def test_default_backends():
+    names = [backend.name for backend in list_backends()]
+    assert names == ["paddle_phi", "paddle_fused", "paddle_composite", "paddle_composite_cast"]
+
+
+def test_register_rejects_duplicate():
+    with pytest.raises(ValueError, match="already registered"):
+        register(NumpyBackend("paddle_fused"))
+
+
+def test_register_and_unregister():
+    register(NumpyBackend("temporary"), default=False)
+    try:
+        assert get_backend("temporary").name == "temporary"
+        assert "temporary" not in [backend.name for backend in list_backends()]
+    finally:
+        unregister("temporary")
+
+
+@cpu_only
+def test_phi_unavailable_on_cpu_with_paddle_reason():
+    availability = get_backend("paddle_phi").probe("float32", "cpu")
+    assert not availability.available
+    assert "rms_norm" in availability.reason and "not registered" in availability.reason
+
+
+@cpu_only
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_fused_cpu_float32_only(dtype):
+    fused = get_backend("paddle_fused")
+    assert fused.probe("float32", "cpu").available
+    assert "not registered" in fused.probe(dtype, "cpu").reason
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_composites_available_everywhere(dtype):
+    for name in ("paddle_composite", "paddle_composite_cast"):
+        assert get_backend(name).probe(dtype, "cpu", residual=True).available
+
+
+@cpu_only
+def test_gpu_unavailable_reason_on_cpu_wheel():
+    reason = get_backend("paddle_composite").probe("float32", "gpu").reason
+    assert "needs a CUDA build of Paddle" in reason
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32])
+def test_paddle_round_trip_bit_exact(dtype):
+    values = np.array([0.0, -0.0, 1e-8, 3.14159, -65504.0, np.inf, np.nan]).astype(dtype)
+    back = to_numpy(to_paddle(values, paddle.CPUPlace()))
+    assert back.dtype == values.dtype
+    assert values.tobytes() == back.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_composite_single_rounding_matches_exact_rounding(dtype):
+    spec = CaseSpec(op="rms_norm", shape=(16, 256), dtype=dtype, eps=1e-6, x_dist="normal", w_dist="near_one",
+                    residual=True, seed=4)
+    inputs = make_inputs(spec)
+    composite = get_backend("paddle_composite").run(inputs.x, inputs.weight, spec.eps, inputs.residual)
+    exact = NumpyBackend("exact").run(inputs.x, inputs.weight, spec.eps, inputs.residual)
+
+    assert composite.residual_out.tobytes() == exact.residual_out.tobytes()
+    assert np.mean(composite.out.view(np.uint16) == exact.out.view(np.uint16)) > 0.99

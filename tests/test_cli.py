@@ -1,0 +1,179 @@
+"""The command line: bad input, a full run, and a run killed with SIGKILL then resumed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from precision_suite.cli import main
+from precision_suite.results import RunDirectory, write_text_atomic
+
+SPEC_JSON = json.dumps({"op": "rms_norm", "shape": [2, 33], "dtype": "float32", "eps": 1e-6, "x_dist": "normal",
+                        "w_dist": "near_one", "residual": True, "seed": 1, "x_scale": 1.0})
+
+
+def cli(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "precision_suite.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def assert_usage_error(completed, message_start):
+    assert completed.returncode == 2, completed.stderr
+    assert "Traceback" not in completed.stderr
+    lines = [line for line in completed.stderr.splitlines() if line.startswith("precision-suite: error: ")]
+    assert len(lines) == 1, completed.stderr
+    assert lines[0].removeprefix("precision-suite: error: ").startswith(message_start), lines[0]
+
+
+def test_invalid_spec_json_exits_2():
+    spec = json.loads(SPEC_JSON) | {"eps": -1}
+    assert_usage_error(cli("repro", json.dumps(spec)), "eps: invalid value -1; expected a finite number > 0")
+
+
+def test_unknown_dtype_lists_names():
+    assert_usage_error(cli("run", "--dtype", "fp8", "--out", "unused"),
+                       "dtype: invalid value 'fp8'; expected one of float16, bfloat16, float32, float64")
+
+
+def test_unknown_backend_lists_names():
+    completed = cli("repro", SPEC_JSON, "--backend", "cudnn")
+    assert_usage_error(completed, "backend: unknown name 'cudnn'; valid names are ")
+    assert "paddle_composite" in completed.stderr
+
+
+def test_unknown_profile():
+    assert_usage_error(cli("run", "--profile", "weekly", "--out", "unused"),
+                       "profile: unknown name 'weekly'; valid names are dev, ci, nightly")
+
+
+@pytest.mark.skipif(os.environ.get("CUDA_VISIBLE_DEVICES") not in (None, ""), reason="checks machines without a GPU")
+def test_gpu_device_without_gpu():
+    pytest.importorskip("paddle")
+    import paddle
+
+    if paddle.is_compiled_with_cuda():
+        pytest.skip("this Paddle has CUDA")
+    assert_usage_error(cli("run", "--device", "gpu", "--out", "unused"),
+                       "--device gpu: no usable GPU on this machine: device 'gpu' needs a CUDA build of Paddle")
+
+
+def test_unknown_case_id():
+    assert_usage_error(cli("repro", "0123456789ab", "--corpus", "nowhere", "--run", "nowhere"),
+                       "case: id '0123456789ab' not found in nowhere, nowhere")
+
+
+def test_repro_is_bit_identical_each_time():
+    first = cli("repro", SPEC_JSON, "--backend", "paddle_composite", "--backend", "paddle_fused")
+    second = cli("repro", SPEC_JSON, "--backend", "paddle_composite", "--backend", "paddle_fused")
+
+    assert first.returncode == 0, first.stderr
+    digests = [line for line in first.stdout.splitlines() if "output sha256" in line]
+    assert len(digests) == 2
+    assert digests == [line for line in second.stdout.splitlines() if "output sha256" in line]
+    assert "paddle_composite vs paddle_fused: " in first.stdout
+
+
+def test_corrupt_corpus_file_still_runs_others(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "bad.json").write_text('{"note": "n", "spec": {"op": "rms_norm"')
+    out = tmp_path / "run"
+
+    completed = cli("run", "--backend", "paddle_composite", "--dtype", "float16", "--out", str(out),
+                    "--corpus", str(corpus))
+
+    assert completed.returncode == 1
+    assert f"precision-suite: error: {corpus / 'bad.json'}: invalid JSON" in completed.stderr
+    cases = pd.read_csv(out / "cases.csv")
+    assert len(cases) >= 50 and set(cases["status"]) == {"passed"}
+
+
+def test_run_writes_tables_and_metadata(tmp_path):
+    out = tmp_path / "run"
+    status = main(["run", "--backend", "paddle_fused", "--backend", "paddle_phi", "--dtype", "float32",
+                   "--out", str(out), "--corpus", str(tmp_path / "none")])
+
+    assert status == 0
+    cases = pd.read_csv(out / "cases.csv")
+    phi = cases[cases["backend"] == "paddle_phi"]
+    assert len(phi) and set(phi["status"]) <= {"unavailable", "passed"}
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["backend"]) == {"paddle_fused", "paddle_phi"}
+    metadata = json.loads((out / "run.json").read_text())
+    assert metadata["complete"] is True
+    assert metadata["profile"] == "ci"
+    assert metadata["environment"]["paddle_version"]
+    assert (out / "run.log").read_text().count("start paddle_") == 2
+
+
+def _count_rows(path):
+    if not path.exists():
+        return 0
+    return path.read_bytes().count(b"\n")
+
+
+def test_killed_run_resumes_without_duplicates(tmp_path):
+    out = tmp_path / "run"
+    arguments = ["run", "--backend", "paddle_composite", "--backend", "paddle_composite_cast",
+                 "--dtype", "float16", "--dtype", "float32", "--out", str(out), "--corpus", str(tmp_path / "none")]
+    process = subprocess.Popen([sys.executable, "-m", "precision_suite.cli", *arguments],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _count_rows(out / "cases.jsonl") < 150 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    run_dir = RunDirectory(out)
+    before, _ = run_dir.read_rows("cases")
+    assert 150 <= len(before) < 400, "the run finished before it was killed; kill it earlier"
+    assert json.loads((out / "run.json").read_text())["complete"] is False
+
+    completed = cli("run", "--resume", str(out), "--corpus", str(tmp_path / "none"))
+    assert completed.returncode == 0, completed.stderr
+
+    after, broken = run_dir.read_rows("cases")
+    keys = [(row["case_id"], row["backend"], row["device"]) for row in after]
+    assert broken <= 1
+    assert len(keys) == len(set(keys)), "a finished case was run again"
+    by_key = {(row["case_id"], row["backend"], row["device"]): row for row in after}
+    for row in before:
+        assert by_key[(row["case_id"], row["backend"], row["device"])] == row
+    assert len(pd.read_csv(out / "cases.csv")) == len(set(keys))
+
+    fresh = tmp_path / "fresh"
+    assert main([*arguments[:-4], "--out", str(fresh), "--corpus", str(tmp_path / "none")]) == 0
+    assert set(pd.read_csv(fresh / "cases.csv")["case_id"]) == {key[0] for key in keys}
+    assert json.loads((out / "run.json").read_text())["complete"] is True
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "cases.csv"
+    path.write_text("old\n")
+
+    def fail(source, destination):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_text_atomic(str(path), "new\n" * 1000)
+    assert path.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["cases.csv"]
+
+
+def test_partial_last_line_is_ended_before_appending(tmp_path):
+    run_dir = RunDirectory(tmp_path)
+    run_dir.append("cases", {"case_id": "a", "backend": "b", "device": "cpu"})
+    with open(run_dir.file("cases.jsonl"), "a") as stream:
+        stream.write('{"case_id": "cut')
+
+    assert run_dir.end_partial_line("cases")
+    run_dir.append("cases", {"case_id": "c", "backend": "b", "device": "cpu"})
+    rows, broken = run_dir.read_rows("cases")
+    assert [row["case_id"] for row in rows] == ["a", "c"]
+    assert broken == 1
