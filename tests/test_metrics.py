@@ -6,7 +6,19 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from precision_suite.metrics import bitwise_equal, measure, spacing, ulp_distance, ulp_error
+from precision_suite.dtypes import bits_dtype, numpy_dtype, round_to_dtype, to_float64
+from precision_suite.metrics import (
+    _DtypeConstants,
+    _fast_block,
+    _general_block,
+    _Scratch,
+    bitwise_equal,
+    decode_float64,
+    measure,
+    spacing,
+    ulp_distance,
+    ulp_error,
+)
 
 F16 = np.float16
 BF16 = ml_dtypes.bfloat16
@@ -211,3 +223,161 @@ def test_measure_blocks_match_single_block():
     whole = measure([("out", actual, reference, 1.0)], block_rows=1000)
     blocked = measure([("out", actual, reference, 1.0)], block_rows=4)
     assert whole == blocked
+
+
+# measure: fast path, blocks, threads and streaming statistics
+
+
+DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _edge_reference(name, rng, size):
+    """Return float64 references mixing normal, subnormal, zero, tie and near-overflow values."""
+    info = ml_dtypes.finfo(numpy_dtype(name))
+    tiny = float(info.smallest_subnormal)
+    largest = float(info.max)
+    values = np.concatenate([
+        rng.normal(size=size),
+        rng.normal(size=size) * float(info.smallest_normal),
+        rng.integers(-8, 8, size=size) * tiny * 1.5,
+        [0.0, -0.0, tiny, -tiny, largest, -largest, 1.0 + 2.0 ** -(int(info.nmant) + 1)],
+        rng.uniform(0.5, 1.0, size=size) * largest,
+    ])
+    return values
+
+
+def _perturbed_actual(reference, name, rng):
+    """Return ``reference`` rounded to ``name`` and moved by -2..2 representable values at random."""
+    rounded = round_to_dtype(reference, name)
+    bits = rounded.view(bits_dtype(name)).astype(np.int64)
+    moved = bits + rng.integers(-2, 3, size=bits.size)
+    moved = np.where((moved < 0) | (moved >= 2 ** (8 * rounded.itemsize)), bits, moved)
+    actual = moved.astype(bits_dtype(name)).view(numpy_dtype(name))
+    return np.where(np.isfinite(actual), actual, rounded).astype(numpy_dtype(name))
+
+
+@pytest.mark.parametrize("name", DTYPE_NAMES)
+def test_fast_block_matches_general_block(name):
+    rng = np.random.default_rng(1)
+    reference = _edge_reference(name, rng, 4000)
+    actual = _perturbed_actual(reference, name, rng)
+    constants = _DtypeConstants.of(name)
+
+    fast = _fast_block(actual, reference, constants, _Scratch())
+    general = _general_block(actual, reference, name)
+
+    assert fast is not None
+    for fast_values, general_values in zip(fast[:3], general[:3]):
+        assert np.array_equal(fast_values.view(np.uint64), general_values.view(np.uint64))
+    assert fast[3] == general[3]
+
+
+@pytest.mark.parametrize("name", ("float16", "bfloat16", "float32"))
+def test_fast_block_declines_overflowing_reference(name):
+    largest = float(ml_dtypes.finfo(numpy_dtype(name)).max)
+    reference = np.array([1.0, largest * 1.01])
+    actual = round_to_dtype(np.array([1.0, largest]), name)
+    assert _fast_block(actual, reference, _DtypeConstants.of(name), _Scratch()) is None
+
+
+def test_fast_block_declines_nonfinite_actual():
+    assert _fast_block(f16(1.0, np.nan), np.array([1.0, 1.0]), _DtypeConstants.of("float16"), _Scratch()) is None
+
+
+@pytest.mark.parametrize("name", ("float16", "bfloat16"))
+def test_decode_float64_every_bit_pattern(name):
+    values = np.arange(2**16, dtype=np.uint16).view(numpy_dtype(name))
+    decoded = decode_float64(values, np.empty(values.size))
+    expected = to_float64(values)
+    assert np.array_equal(decoded, expected, equal_nan=True)
+    assert np.array_equal(np.signbit(decoded), np.signbit(expected))
+
+
+def _mixed_outputs(name, rows=23, hidden=37, seed=2):
+    """Return two outputs with ties, non-finite mismatches and budget overruns in a few rows."""
+    rng = np.random.default_rng(seed)
+    reference = rng.normal(size=(rows, hidden))
+    actual = _perturbed_actual(reference.ravel(), name, rng).reshape(rows, hidden)
+    actual[3, 5] = np.nan
+    actual[7, :] = np.inf
+    residual_reference = to_float64(round_to_dtype(rng.normal(size=(rows, hidden)), name))
+    residual_actual = round_to_dtype(residual_reference, name)
+    residual_actual[11, 2] = -residual_actual[11, 2]
+    return [("out", actual, reference, 1.0), ("residual_out", residual_actual, residual_reference, 0.0)]
+
+
+@pytest.mark.parametrize("name", DTYPE_NAMES)
+@pytest.mark.parametrize(("block_rows", "threads"), [(1, 1), (4, 1), (5, 2), (None, 3), (1, 4)])
+def test_measure_blocks_and_threads_match_single_block(name, block_rows, threads):
+    outputs = _mixed_outputs(name)
+    whole = measure(outputs, block_rows=10_000)
+    # repr compares NaN fields (a NaN actual at the worst element) as equal; == would not.
+    assert repr(measure(outputs, block_rows=block_rows, threads=threads)) == repr(whole)
+
+
+def test_measure_threads_match_on_large_case():
+    rng = np.random.default_rng(3)
+    reference = rng.normal(size=(300, 1024))
+    actual = _perturbed_actual(reference.ravel(), "bfloat16", rng).reshape(reference.shape)
+    outputs = [("out", actual, reference, 1.0)]
+    assert measure(outputs, threads=2) == measure(outputs, block_rows=300)
+
+
+def test_measure_statistics_match_numpy():
+    outputs = _mixed_outputs("float16", rows=41, hidden=29)
+    ulp = np.concatenate([ulp_error(actual, reference, "float16").ravel() for _, actual, reference, _ in outputs])
+    record = measure(outputs, block_rows=3)
+
+    assert record.max_ulp_error == ulp.max()
+    assert record.p99_ulp_error == np.percentile(ulp, 99, method="higher")
+    finite = ulp[np.isfinite(ulp)]
+    assert record.mean_ulp_error == pytest.approx(finite.mean(), rel=1e-15)
+    assert record.nonfinite_mismatches == np.isinf(ulp).sum()
+
+
+@pytest.mark.parametrize("elements", [1, 2, 99, 100, 101, 199, 1000, 4097, 70_001])
+def test_measure_p99_matches_numpy_higher(elements):
+    rng = np.random.default_rng(elements)
+    reference = rng.normal(size=(1, elements))
+    actual = _perturbed_actual(reference.ravel(), "bfloat16", rng).reshape(1, elements)
+    ulp = ulp_error(actual, reference, "bfloat16")
+    record = measure([("out", actual, reference, 1.0)], block_rows=1)
+    assert record.p99_ulp_error == np.percentile(ulp, 99, method="higher")
+
+
+def test_measure_max_ulp_is_exact_float64():
+    # 0.5 + 2^-21 ulp rounds to 0.5 in float32, which would hide the overrun of a 0.5 budget.
+    reference = np.array([[1.0 + 2.0**-11 - 2.0**-31]])
+    actual = f16(1.0 + 2.0**-10).reshape(1, 1)
+    record = measure([("out", actual, reference, 0.5)])
+    assert record.over_budget == 1
+    assert record.max_ulp_error == 0.5 + 2.0**-21
+
+
+def test_measure_worst_ties_take_lowest_index():
+    reference = np.ones((3, 4))
+    actual = f16(*[1.0 + 2.0**-10] * 12).reshape(3, 4)
+    for block_rows in (1, 2, 3):
+        record = measure([("out", actual, reference, 2.0)], block_rows=block_rows, threads=2)
+        assert [worst.index for worst in record.worst] == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0)]
+
+
+def test_measure_worst_prefers_first_output_on_ties():
+    reference = np.ones((1, 2))
+    actual = f16(1.0 + 2.0**-10, 1.0).reshape(1, 2)
+    record = measure([("out", actual, reference, 2.0), ("residual_out", actual, reference, 2.0)])
+    assert [(worst.output, worst.index) for worst in record.worst[:2]] == [("out", (0, 0)), ("residual_out", (0, 0))]
+
+
+@pytest.mark.parametrize(("argument", "value"), [("block_rows", 0), ("threads", 0)])
+def test_measure_rejects_invalid_blocking(argument, value):
+    outputs = [("out", f16(1.0).reshape(1, 1), np.ones((1, 1)), 1.0)]
+    with pytest.raises(ValueError, match=f"{argument} must be at least 1, got 0"):
+        measure(outputs, **{argument: value})
+
+
+def test_measure_empty_output():
+    record = measure([("out", np.zeros((0, 4), F16), np.zeros((0, 4)), 1.0)])
+    assert record.elements == 0
+    assert record.p99_ulp_error == 0.0
+    assert record.worst == ()
