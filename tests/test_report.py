@@ -56,7 +56,7 @@ def make_spec(dtype="float32", hidden=64, seed=0, eps=1e-6, x_scale=1.0):
 
 
 def case_row(spec, backend, max_ulp_error, ulp_budget=2.0, status=None, device="cpu", message=""):
-    """Return a cases-table row with hand-set errors; the status follows the budget unless given."""
+    """Return a cases-table row with hand-set errors. The status follows the budget unless given."""
     if status is None:
         status = "failed" if max_ulp_error > ulp_budget else "passed"
     executed = status in ("passed", "failed")
@@ -84,7 +84,7 @@ def case_row(spec, backend, max_ulp_error, ulp_budget=2.0, status=None, device="
 def default_rows(fused_ulp=0.5, composite_ulp=1.0):
     """Return rows of 6 specs: paddle_fused and paddle_composite run, paddle_phi is unavailable.
 
-    The budget is 8 ulp; each spec scales the given max ULP error by 1.0 to 1.5.
+    The budget is 8 ulp, and each spec scales the given max ULP error by 1.0 to 1.5.
     """
     rows = []
     for seed, (dtype, hidden) in enumerate([("float32", 64), ("float32", 1024), ("bfloat16", 128),
@@ -98,7 +98,7 @@ def default_rows(fused_ulp=0.5, composite_ulp=1.0):
 
 
 def write_run(path, rows, complete=True, environment=None, tables=None, finalize=True, **metadata):
-    """Write a run directory from cases rows and optional extra tables; return its path."""
+    """Write a run directory from cases rows and optional extra tables, and return its path."""
     directory = RunDirectory(path)
     directory.start(profile="ci", seed=0, environment=dict(environment or ENVIRONMENT), **metadata)
     for row in rows:
@@ -112,17 +112,19 @@ def write_run(path, rows, complete=True, environment=None, tables=None, finalize
 
 
 def e2e_rows():
+    """Return e2e rows shaped like the e2e runner's: reference rows, then mode-pair rows."""
     rows = []
     for mode in ("default", "all_composite"):
         for stage_number, stage in enumerate(("input_norm", "attention", "post_attention_norm", "layer_output")):
-            rows.append({"mode": mode, "dtype": "bfloat16", "layer": 0, "stage": stage,
-                         "max_ulp_error": 0.5 * (stage_number + 1), "norm_rel_error": 1e-3 * (stage_number + 1),
-                         "bitwise_equal_frac": 0.8})
-        rows.append({"mode": mode, "dtype": "bfloat16", "layer": 0, "stage": "expert_choice",
-                     "routing_flips": 2, "routing_flip_frac": 0.125, "max_flip_margin": 3e-3})
+            rows.append({"mode": mode, "kind": "reference", "compared_with": "", "routing": "own", "dtype": "bfloat16",
+                         "layer": 0, "stage": stage, "max_ulp_error": 0.5 * (stage_number + 1),
+                         "norm_rel_error": 1e-3 * (stage_number + 1), "bitwise_equal_frac": 0.8})
+        rows.append({"mode": mode, "kind": "reference", "compared_with": "", "routing": "own", "dtype": "bfloat16",
+                     "layer": 0, "stage": "expert_choice", "routing_flips": 2, "routing_flip_frac": 0.125,
+                     "max_flip_margin": 3e-3})
     for stage in ("input_norm", "layer_output"):
-        rows.append({"mode": "default", "other_mode": "all_composite", "dtype": "bfloat16", "layer": 0,
-                     "stage": stage, "bitwise_equal_frac": 0.7})
+        rows.append({"mode": "default", "kind": "mode_pair", "compared_with": "all_composite", "routing": "own",
+                     "dtype": "bfloat16", "layer": 0, "stage": stage, "bitwise_equal_frac": 0.7})
     return rows
 
 
@@ -425,12 +427,15 @@ def test_e2e_tables_rendered(tmp_path):
 
     page = parse_page(read_page(os.path.dirname(write_report(path))))
 
-    e2e_rows_shown = page.rows_in("e2e")
-    stages = {cells[3] for cells in (row["cells"] for row in e2e_rows_shown) if len(cells) > 3}
-    assert {"input_norm", "layer_output", "expert_choice"} <= stages
-    routing_headers = next(row["cells"] for row in e2e_rows_shown if "routing_flip_frac" in row["cells"])
-    assert "max_flip_margin" in routing_headers
-    assert sum(1 for row in e2e_rows_shown if "q_norm" in row["cells"]) == 1
+    stage_rows = page.rows_in("e2e", "e2e-table")
+    assert len(stage_rows) == 1 + len(e2e_rows())
+    assert {"input_norm", "layer_output", "expert_choice"} <= {cell for row in stage_rows for cell in row["cells"]}
+    routing_header, *routing_rows = [row["cells"] for row in page.rows_in("e2e", "routing-table")]
+    assert "max_flip_margin" in routing_header
+    assert "routing" in routing_header
+    assert [cells[routing_header.index("mode")] for cells in routing_rows] == ["default", "all_composite"]
+    site_rows = page.rows_in("e2e", "norm-sites-table")
+    assert len(site_rows) == 1 + len(norm_site_rows())
     assert LABELS["en"]["e2e_not_run"] not in "".join(page.text)
 
 

@@ -46,7 +46,7 @@ ABSENT = "absent"
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """What changed between a baseline run and a later run.
+    """The differences between a baseline run and a later run.
 
     Attributes
     ----------
@@ -99,7 +99,8 @@ class Comparison:
                          f"{row['baseline_value']:.3g} -> {row['current_value']:.3g} ulp "
                          f"(more than {self.factor:g}x)")
         for row in self.newly_unavailable.to_dict("records"):
-            lines.append(f"newly unavailable: {row['backend']} {row['dtype']}: {row['reason']}")
+            reason = str(row["reason"]).splitlines()[0] if row["reason"] else ""
+            lines.append(f"newly unavailable: {row['backend']} {row['dtype']}: {reason}")
         return lines
 
 

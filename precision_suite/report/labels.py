@@ -45,8 +45,9 @@ LABELS = {
         "repro": "Reproduce",
         "spec_invalid": "The spec column does not parse, so there is no reproduce command",
         "section_plots": "Plots",
-        "plot_ulp_distribution": "Max ULP error per case, by backend and dtype; red ticks mark the budget.",
-        "plot_ulp_hidden": "Max ULP error against hidden size.",
+        "plot_ulp_distribution": "Max ULP error per case, by backend and dtype; red ticks mark budgets "
+                                 "that do not depend on the hidden size.",
+        "plot_ulp_hidden": "Max ULP error against hidden size; dashed lines are the budgets.",
         "plot_eps_scale": "Max ULP error over budget against eps and input scale; 1 is the budget.",
         "plot_bitwise": "Mean fraction of elements bit-identical to the correctly rounded reference. "
                         "Two backends both bit-identical at an element agree with each other there, "
@@ -115,8 +116,8 @@ LABELS = {
         "repro": "复现命令",
         "spec_invalid": "spec 列无法解析，因此没有复现命令",
         "section_plots": "图表",
-        "plot_ulp_distribution": "每个用例的最大 ULP 误差，按后端和数据类型分组；红色刻度为预算。",
-        "plot_ulp_hidden": "最大 ULP 误差与隐藏维度大小的关系。",
+        "plot_ulp_distribution": "每个用例的最大 ULP 误差，按后端和数据类型分组；红色刻度为不随隐藏维度变化的预算。",
+        "plot_ulp_hidden": "最大 ULP 误差与隐藏维度大小的关系；虚线为预算。",
         "plot_eps_scale": "最大 ULP 误差与预算之比随 eps 和输入尺度的变化；1 即预算。",
         "plot_bitwise": "与正确舍入的参考值逐位相同的元素比例（均值）。两个后端在某元素上都与参考值逐位相同时，"
                         "它们在该元素上彼此一致，因此比例 a 和 b 给出一致性的下界 a + b - 1。",

@@ -32,7 +32,7 @@ REPORT_FILE = "index.html"
 # How many cases the worst-cases section shows.
 WORST_CASE_COUNT = 20
 
-# Tables with their own section; any other table goes to "Other tables".
+# Tables with their own section. Any other table goes to "Other tables".
 KNOWN_TABLES = ("cases", "e2e", "norm_sites")
 
 SUMMARY_DISPLAY_COLUMNS = [
@@ -41,9 +41,9 @@ SUMMARY_DISPLAY_COLUMNS = [
 ]
 
 # Columns of an e2e table that identify a row, shown next to the routing columns.
-E2E_ID_COLUMNS = ("preset", "mode", "dtype", "layer", "stage")
-# Words that mark an e2e column as a routing measurement.
-ROUTING_WORDS = ("flip", "routing", "margin")
+E2E_ID_COLUMNS = ("preset", "use_qk_norm", "mode", "compared_with", "routing", "dtype", "layer", "stage")
+# Words that mark an e2e column as a routing measurement (flip counts and router margins).
+ROUTING_WORDS = ("flip", "margin")
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1400px; padding: 0 1.5em 3em;
@@ -294,7 +294,8 @@ def routing_table(e2e):
     if not routing:
         return pd.DataFrame()
     ids = [column for column in E2E_ID_COLUMNS if column in e2e.columns]
-    return e2e.loc[e2e[routing].notna().any(axis=1), ids + routing]
+    measured = e2e[routing].notna() & (e2e[routing].astype(str) != "")
+    return e2e.loc[measured.any(axis=1), ids + routing]
 
 
 def _e2e_section(run, labels, lang):
@@ -309,15 +310,17 @@ def _e2e_section(run, labels, lang):
         identical = plots.plot_e2e_identical(e2e)
         if identical is not None:
             parts.append(figure(identical, labels["plot_e2e_identical"], labels["plot_none"]))
-        parts.append(_subheading(labels["e2e_stages"]) + render_table(e2e, lang, empty_text=labels["none"]))
+        parts.append(_subheading(labels["e2e_stages"])
+                     + render_table(e2e, lang, empty_text=labels["none"], table_id="e2e-table"))
         parts.append(_subheading(labels["e2e_routing"])
-                     + render_table(routing_table(e2e), lang, empty_text=labels["e2e_routing_none"]))
+                     + render_table(routing_table(e2e), lang, empty_text=labels["e2e_routing_none"],
+                                    table_id="routing-table"))
 
     parts.append(_subheading(labels["norm_sites"]))
     if norm_sites is None:
         parts.append(_paragraph(labels["norm_sites_not_run"], class_="empty"))
     else:
-        parts.append(render_table(norm_sites, lang, empty_text=labels["none"]))
+        parts.append(render_table(norm_sites, lang, empty_text=labels["none"], table_id="norm-sites-table"))
     return "".join(parts)
 
 

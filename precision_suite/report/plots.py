@@ -27,12 +27,12 @@ MAX_PANELS_PER_ROW = 4
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 # Columns of an e2e table that name a series in the per-stage plot, when they vary.
-E2E_SERIES_COLUMNS = ("preset", "mode", "backend", "dtype", "layer")
-# Per-stage error columns, in order of preference; the plot draws up to two of them.
+E2E_SERIES_COLUMNS = ("preset", "use_qk_norm", "mode", "routing", "backend", "dtype", "layer")
+# Per-stage error columns, in order of preference. The plot draws up to two of them.
 E2E_ERROR_COLUMNS = ("max_ulp_error", "norm_rel_error", "normwise_rel_error", "p99_ulp_error", "max_abs_error")
 # Columns that name the second mode of a row that compares two modes instead of a mode
 # against the reference. Such rows carry the bit-identical fraction between the modes.
-E2E_PAIR_COLUMNS = ("other_mode", "compare_mode", "against", "mode_b")
+E2E_PAIR_COLUMNS = ("compared_with", "other_mode")
 E2E_IDENTICAL_COLUMN = "bitwise_equal_frac"
 # More series than this make the per-stage legend unreadable, so the rest are dropped.
 MAX_SERIES = 12
@@ -71,9 +71,10 @@ def _finite(frame, column):
     return frame[np.isfinite(values)]
 
 
-def _symlog_ulp(axis):
-    """Use a scale that shows 0 ulp and thousands of ulp on one axis."""
-    axis.set_yscale("symlog", linthresh=1.0)
+def _symlog_ulp(axis, linthresh=1.0):
+    """Use a scale that shows 0 ulp and thousands of ulp on one axis, starting at 0."""
+    axis.set_yscale("symlog", linthresh=linthresh)
+    axis.set_ylim(bottom=0)
 
 
 def plot_ulp_distribution(cases):
@@ -91,10 +92,11 @@ def plot_ulp_distribution(cases):
         positions = np.arange(1, len(backends) + 1)
         axis.boxplot(data, positions=positions, widths=0.6)
 
+        # A budget that grows with the hidden size has no single tick; the hidden-size plot shows it.
         for position, name in zip(positions, backends):
-            budget = pd.to_numeric(group.loc[group["backend"] == name, "ulp_budget"], errors="coerce").max()
-            if np.isfinite(budget):
-                axis.hlines(budget, position - 0.35, position + 0.35, colors="red", linewidth=2)
+            budgets = pd.to_numeric(group.loc[group["backend"] == name, "ulp_budget"], errors="coerce").dropna()
+            if budgets.nunique() == 1:
+                axis.hlines(budgets.iloc[0], position - 0.35, position + 0.35, colors="red", linewidth=2)
 
         axis.set_xticks(positions)
         axis.set_xticklabels(backends, rotation=30, ha="right", fontsize=8)
@@ -122,9 +124,10 @@ def plot_ulp_against_hidden_size(cases):
         for name, series in group.groupby("backend", sort=True):
             axis.scatter(series["hidden_size"], series["max_ulp_error"], s=12, alpha=0.7,
                          color=colours[name], label=name)
-            budget = pd.to_numeric(series["ulp_budget"], errors="coerce").max()
-            if np.isfinite(budget):
-                axis.axhline(budget, color=colours[name], linestyle="--", linewidth=1)
+            budgets = series.assign(ulp_budget=pd.to_numeric(series["ulp_budget"], errors="coerce"))
+            budgets = budgets.dropna(subset=["ulp_budget"]).groupby("hidden_size")["ulp_budget"].max()
+            if len(budgets):
+                axis.plot(budgets.index, budgets.to_numpy(), color=colours[name], linestyle="--", linewidth=1)
         axis.set_xscale("log", base=2)
         _symlog_ulp(axis)
         axis.set_title(dtype)
@@ -156,7 +159,7 @@ def plot_error_against_eps_and_scale(cases):
                              color=colours[name], label=f"{name} {dtype}")
         axis.axhline(1.0, color="red", linewidth=1)
         axis.set_xscale("log")
-        axis.set_yscale("symlog", linthresh=0.1)
+        _symlog_ulp(axis, linthresh=0.1)
         axis.set_xlabel(column)
         axis.set_ylabel("max ULP error / budget")
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
@@ -230,8 +233,8 @@ def pair_rows(e2e):
 def plot_e2e_stages(e2e):
     """Per-stage error of the end-to-end check against the float64 reference, or None.
 
-    Needs a ``stage`` column and at least one column of `E2E_ERROR_COLUMNS`; draws up to
-    two of them side by side.
+    Needs a ``stage`` column and at least one column of `E2E_ERROR_COLUMNS`, and draws up
+    to two of them side by side.
     """
     if e2e is None or e2e.empty or "stage" not in e2e.columns:
         return None
@@ -252,4 +255,4 @@ def plot_e2e_identical(e2e):
     if pairs.empty:
         return None
     pair_column = next(column for column in E2E_PAIR_COLUMNS if column in pairs.columns)
-    return _plot_per_stage(pairs, [E2E_IDENTICAL_COLUMN], series_columns=("mode", pair_column, "dtype", "layer"))
+    return _plot_per_stage(pairs, [E2E_IDENTICAL_COLUMN], series_columns=("preset", "use_qk_norm", "mode", pair_column, "dtype", "layer"))
