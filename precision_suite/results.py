@@ -67,6 +67,8 @@ def write_text_atomic(path, text):
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        # mkstemp creates the file readable by its owner only; tables are for everyone.
+        os.fchmod(handle, 0o644)
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()

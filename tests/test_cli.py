@@ -177,3 +177,9 @@ def test_partial_last_line_is_ended_before_appending(tmp_path):
     rows, broken = run_dir.read_rows("cases")
     assert [row["case_id"] for row in rows] == ["a", "c"]
     assert broken == 1
+
+
+def test_atomic_write_makes_file_readable(tmp_path):
+    path = tmp_path / "summary.csv"
+    write_text_atomic(str(path), "a,b\n")
+    assert os.stat(path).st_mode & 0o777 == 0o644

@@ -472,6 +472,4 @@ def write_report(run_dir, baseline_dir=None, lang="en", regression_factor=DEFAUL
 
     path = os.path.join(run.path, REPORT_FILE)
     write_text_atomic(path, render_report(run, lang, comparison))
-    # The temporary file behind the atomic write is private (0600); the page is for sharing.
-    os.chmod(path, 0o644)
     return path
