@@ -5,15 +5,15 @@ contract: ``residual_out`` is ``x + residual`` rounded once to the case dtype, a
 output normalizes that rounded sum.
 """
 
+import concurrent.futures
 import dataclasses
 import math
+import threading
 
 import numpy as np
 
 from precision_suite.dtypes import round_to_dtype, to_float64
-
-# Rows per block: bounds the float64 temporaries of a large case to a few blocks' worth.
-DEFAULT_BLOCK_ROWS = 256
+from precision_suite.metrics import decode_float64, default_block_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Reference:
     residual_out: np.ndarray | None
 
 
-def rms_norm_float64(x, weight, eps, block_rows=DEFAULT_BLOCK_ROWS):
+def rms_norm_float64(x, weight, eps, block_rows=None, threads=1):
     """Compute ``x / sqrt(mean(x**2) + eps) * weight`` over the last axis in float64.
 
     Parameters
@@ -43,8 +43,11 @@ def rms_norm_float64(x, weight, eps, block_rows=DEFAULT_BLOCK_ROWS):
         Weight of shape ``(x.shape[-1],)``.
     eps : float
         Added to the mean square.
-    block_rows : int
-        Rows processed per block, which bounds temporary memory.
+    block_rows : int, optional
+        Rows processed per block, which bounds temporary memory; by default about
+        ``metrics.BLOCK_ELEMENTS`` elements' worth of rows.
+    threads : int
+        Threads that process blocks in parallel. The result is the same for any value.
 
     Returns
     -------
@@ -55,19 +58,55 @@ def rms_norm_float64(x, weight, eps, block_rows=DEFAULT_BLOCK_ROWS):
     rows = x.reshape(-1, hidden)
     weight64 = to_float64(weight)
     out = np.empty(rows.shape, dtype=np.float64)
+    scratch = _Scratch()
 
-    exact_squares = rows.dtype != np.float64
-    for start in range(0, rows.shape[0], block_rows):
-        block = to_float64(rows[start:start + block_rows])
-        if exact_squares:
-            mean_square = np.einsum("ij,ij->i", block, block) / hidden
-        else:
-            mean_square = _float64_mean_square(block)
-        inverse_rms = 1.0 / np.sqrt(mean_square + eps)
-        np.multiply(block, inverse_rms[:, None], out=block)
-        np.multiply(block, weight64, out=out[start:start + block_rows])
+    def normalize(start, stop):
+        block = rows[start:stop]
+        decoded = scratch.decode(block)
+        _normalize_rows(decoded, weight64, eps, block.dtype != np.float64, out[start:stop])
 
+    _run_blocks(normalize, rows.shape[0], default_block_rows(hidden) if block_rows is None else block_rows, threads)
     return out.reshape(x.shape)
+
+
+def _normalize_rows(block, weight64, eps, exact_squares, out):
+    """Write the normalized float64 ``block`` times ``weight64`` into ``out``; ``block`` is overwritten."""
+    hidden = block.shape[1]
+    if exact_squares:
+        mean_square = np.einsum("ij,ij->i", block, block) / hidden
+    else:
+        mean_square = _float64_mean_square(block)
+    inverse_rms = 1.0 / np.sqrt(mean_square + eps)
+    np.multiply(block, inverse_rms[:, None], out=block)
+    np.multiply(block, weight64, out=out)
+
+
+class _Scratch(threading.local):
+    """Per-thread float64 buffers (``slot`` 0 and 1) for decoding blocks, reused across blocks."""
+
+    def decode(self, block, slot=0):
+        if getattr(self, "size", 0) < block.size:
+            self.size = block.size
+            self.floats = [np.empty(block.size, np.float64) for _ in range(2)]
+            self.words = np.empty(block.size, np.uint32)
+        return decode_float64(np.ascontiguousarray(block), self.floats[slot][:block.size], self.words)
+
+
+def _run_blocks(function, rows, block_rows, threads):
+    """Call ``function(start, stop)`` for each block of rows, in ``threads`` threads."""
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be at least 1, got {block_rows}")
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+
+    starts = range(0, rows, block_rows)
+    if threads == 1:
+        for start in starts:
+            function(start, min(rows, start + block_rows))
+        return
+    with concurrent.futures.ThreadPoolExecutor(threads) as executor:
+        # list() re-raises the first exception of a block in the calling thread.
+        list(executor.map(lambda start: function(start, min(rows, start + block_rows)), starts))
 
 
 def _float64_mean_square(block):
@@ -82,11 +121,32 @@ def _float64_mean_square(block):
     return sums / block.shape[1]
 
 
-def compute_reference(spec, inputs):
-    """Return the float64 `Reference` for a case's rounded inputs."""
-    if inputs.residual is None:
-        return Reference(out=rms_norm_float64(inputs.x, inputs.weight, spec.eps), residual_out=None)
+def compute_reference(spec, inputs, block_rows=None, threads=1):
+    """Return the float64 `Reference` for a case's rounded inputs.
 
-    summed = round_to_dtype(to_float64(inputs.x) + to_float64(inputs.residual), spec.dtype)
-    out = rms_norm_float64(summed, inputs.weight, spec.eps)
-    return Reference(out=out, residual_out=to_float64(summed))
+    With a residual, the rounded sum and the output are made in one pass over row blocks,
+    so no full-size float64 temporary beyond ``out`` and ``residual_out`` exists.
+    ``block_rows`` and ``threads`` are as in `rms_norm_float64` and never change the result.
+    """
+    if inputs.residual is None:
+        out = rms_norm_float64(inputs.x, inputs.weight, spec.eps, block_rows=block_rows, threads=threads)
+        return Reference(out=out, residual_out=None)
+
+    hidden = inputs.x.shape[-1]
+    x_rows = inputs.x.reshape(-1, hidden)
+    residual_rows = inputs.residual.reshape(-1, hidden)
+    weight64 = to_float64(inputs.weight)
+    out = np.empty(x_rows.shape, dtype=np.float64)
+    residual_out = np.empty(x_rows.shape, dtype=np.float64)
+    scratch = _Scratch()
+
+    def add_and_normalize(start, stop):
+        summed = scratch.decode(x_rows[start:stop])
+        np.add(summed, scratch.decode(residual_rows[start:stop], slot=1), out=summed)
+        rounded = round_to_dtype(summed, spec.dtype)
+        decode_float64(rounded, residual_out[start:stop])
+        block = scratch.decode(rounded)
+        _normalize_rows(block, weight64, spec.eps, rounded.dtype != np.float64, out[start:stop])
+
+    _run_blocks(add_and_normalize, x_rows.shape[0], default_block_rows(hidden) if block_rows is None else block_rows, threads)
+    return Reference(out=out.reshape(inputs.x.shape), residual_out=residual_out.reshape(inputs.x.shape))
