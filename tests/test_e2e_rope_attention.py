@@ -97,7 +97,7 @@ def test_reference_attention_first_token_copies_value():
 
     out = layer_reference.causal_attention(q, k, v).reshape(3, 4, 8)
 
-    # The first query sees only the first key, so its output is that position's value.
+    # The first query attends to the first key alone, so its output is that position's value.
     for head in range(4):
         np.testing.assert_allclose(out[0, head], v[0, head // 2], rtol=0, atol=1e-15)
 

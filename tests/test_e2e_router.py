@@ -14,9 +14,9 @@ from precision_suite.e2e.layer_reference import route
 def brute_force_experts(choice, config):
     """Return each token's expert set by enumerating every group set, then every expert set.
 
-    The group set with the largest sum of group scores wins, a group's score being its best
-    pair of choice scores; inside the winning groups, the expert set with the largest sum
-    of choice scores wins.
+    A group's score is its best pair of choice scores, and the group set with the largest
+    sum of group scores wins. Inside the winning groups, the expert set with the largest
+    sum of choice scores wins.
     """
     per_group = config.n_routed_experts // config.n_group
     sets = []
@@ -95,7 +95,7 @@ def test_router_correction_bias_changes_choice_not_weights():
 
 def test_router_margin_by_hand():
     config = preset_config("tiny", n_routed_experts=4, n_group=2, topk_group=1, num_experts_per_tok=1)
-    # Choice scores (sigmoid + bias): group 0 holds experts 0-1, group 1 holds experts 2-3.
+    # Choice scores (sigmoid + bias): group 0 contains experts 0-1, group 1 experts 2-3.
     choice = np.array([[0.9, 0.8, 0.85, 0.7]])
     logits = np.log(choice / (1.0 - choice))
 

@@ -1,9 +1,9 @@
 """The ``precision-suite e2e`` subcommand: run a GLM4 MoE stack and print the stage table.
 
-``add_arguments(parser)`` adds the options to an argparse parser, and ``main(args)`` runs
-and returns the exit status: 0 when every judged row and norm site passed, 1 when one
-failed, 2 when no requested mode can run on this device and dtype. Invalid options raise
-`SpecError`, which the command line prints as one line.
+``add_arguments(parser)`` adds the options to an argparse parser. ``main(args)`` runs the
+check and returns the exit status: 0 when every judged row and norm site passed, 1 when
+one failed, 2 when no requested mode can run on this device and dtype. Invalid options
+raise `SpecError`, which the command line prints as one line.
 """
 
 import argparse
@@ -52,7 +52,7 @@ def add_arguments(parser):
                                                                       in DEFAULT_TOKENS.items()) + ")")
     parser.add_argument("--first-layer", type=int,
                         help="model index of the first layer, which decides the dense layers (default: the last "
-                        "dense layer, so two layers hold one dense and one MoE layer)")
+                        "dense layer, so two layers are one dense and one MoE layer)")
     parser.add_argument("--experts", type=int, help="routed experts per MoE layer (default: the preset's)")
     parser.add_argument("--qk-norm", action=argparse.BooleanOptionalAction, default=None,
                         help="per-head q/k RMSNorm (default: the preset's)")
@@ -80,8 +80,8 @@ def _table(rows, columns):
 
 
 def format_stack_report(stack, rows, coverage_rows):
-    """Return the printed report of one dtype: per mode the stage table, routing flips and
-    norm-site failures, then the mode comparison tables."""
+    """Format the report of one dtype: each mode's stage table, routing flips and failed
+    norm sites, then the mode comparison tables."""
     lines = []
     case = stack.case
     lines.append(f"{case.preset} ({case.case_id}): {case.layers} layer(s) from layer {case.first_layer}, "

@@ -2,8 +2,9 @@
 
 The ``glm-4.5`` and ``glm-4.5-air`` presets keep the real hidden size, attention shape,
 rotary factor, intermediate sizes, scaling factor and QK-norm setting of the released
-models, but only 16 routed experts (top-8 of them still chosen), so that one layer fits a
-single GPU and a CPU run of a few tokens finishes in minutes.
+models. They have only 16 routed experts (still top-8 per token), so one layer fits a
+single GPU, and a CPU run of a few tokens fits in a few GB of memory (2.2 GB measured for
+``glm-4.5-air``, 8 tokens, two layers, bfloat16).
 """
 
 import dataclasses
@@ -208,7 +209,7 @@ def make_case(preset="tiny", tokens=None, layers=2, first_layer=None, seed=0, **
     """Build an `E2ECase` from a preset name and optional config overrides.
 
     ``tokens`` defaults to the preset's entry in `DEFAULT_TOKENS`. ``first_layer`` defaults
-    to the last dense layer, so a stack of two layers holds one dense and one MoE layer.
+    to the last dense layer, so a stack of two layers has one dense and one MoE layer.
     """
     config = preset_config(preset, **overrides)
     if tokens is None:

@@ -1,9 +1,8 @@
 """Backends that wrap FastDeploy's own ``RMSNorm`` layer, when FastDeploy can be imported.
 
 ``fastdeploy_default`` calls the layer's default path (``fused_rms_norm`` with the fused
-residual add); ``fastdeploy_proxy`` passes a proxy norm, which makes the layer add the
-residual separately in the activation dtype and call the proxy, as ``FD_USE_PHI_RMSNORM=1``
-does. Both register as non-default backends, so they are listed everywhere and report
+residual add). ``fastdeploy_proxy`` passes a proxy norm, so the layer adds the residual
+separately in the activation dtype and calls the proxy, as ``FD_USE_PHI_RMSNORM=1`` does. Both register as non-default backends, so they are listed everywhere and report
 themselves unavailable, with the import error as the reason, where FastDeploy is missing.
 
 NOTE: FastDeploy cannot be installed in this project's CI, so the calls below follow the

@@ -1,8 +1,8 @@
 """Norm modes: which backend runs each RMSNorm site, and a record of what actually ran.
 
 A mode maps each norm site of the layer to a backend and a residual path. ``fused`` hands
-the residual to the backend's own fused add; ``separate`` adds it first in the activation
-dtype and gives the backend the rounded sum, which is what FastDeploy's proxy path does.
+the residual to the backend's own fused add. ``separate`` adds it first in the activation
+dtype and gives the backend the rounded sum, as FastDeploy's proxy path does.
 
 The three FastDeploy modes need GPU kernels (``default`` and ``phi_proxy`` use the fused
 kernel, which the CPU wheel runs in float32 only, and ``phi_proxy`` and ``all_phi`` use the
@@ -160,8 +160,8 @@ class NormSiteRecorder:
 
     Use `tracing` around a run and `site` around each site call. While tracing, the
     ``norm_tensor`` and ``normalize`` methods of every registered backend instance are
-    wrapped; a call made while another traced call is running (a backend calling its own
-    helpers) is not recorded again.
+    wrapped. A call made inside another traced call (a backend calling its own helpers)
+    is not recorded again.
     """
 
     _TRACED_METHODS = ("norm_tensor", "normalize")
@@ -268,9 +268,9 @@ def expected_sites(config, layers):
 class SiteCoverage:
     """Requested and observed implementation of one norm site over a run.
 
-    ``actual_backend`` joins the distinct observed backend names with ``+`` (empty when the
-    site ran no registered backend); ``status`` is ``passed`` when every call of the site
-    ran exactly the requested backend on the requested residual path.
+    ``actual_backend`` joins the distinct observed backend names with ``+``, and is empty
+    when the site ran no registered backend. ``status`` is ``passed`` when every call of
+    the site ran exactly the requested backend on the requested residual path.
     """
 
     layer: int

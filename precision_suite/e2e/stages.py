@@ -93,9 +93,9 @@ class LayerTrace:
 def routing_margins(choice_scores, group_scores, top_k, topk_group, allowed):
     """Return the score gap that decided each token's expert choice.
 
-    The gap is the smaller of two: the top-k boundary, the k-th minus the (k+1)-th choice
-    score among the experts of the chosen groups; and the group boundary, the
-    ``topk_group``-th minus the next group score. A boundary that does not exist (every
+    The gap is the smaller of two boundaries. The top-k boundary is the k-th minus the
+    (k+1)-th choice score among the experts of the chosen groups. The group boundary is
+    the ``topk_group``-th minus the next group score. A boundary that does not exist (every
     allowed expert chosen, or every group chosen) counts as infinite. A perturbation of
     the scores smaller than half the margin cannot change the chosen set.
 

@@ -2,14 +2,17 @@
 
 Every tensor draws from its own PCG64 stream, keyed by the seed, the layer index and the
 tensor's name, so a change of one tensor's shape (or of the token count) never shifts
-another tensor's values. Values are drawn as float32 standard normals (fast enough for the
-full-size presets), scaled, and rounded once to the run dtype; the float64 reference
-decodes those same rounded values.
+another tensor's values. Weights are drawn as float32 standard normals, which is fast
+enough for the full-size presets, then scaled and rounded once to the run dtype. The
+float64 reference decodes those same rounded values.
 
-Scales follow trained checkpoints: linear weights N(0, 0.02^2); norm weights N(1, 0.1^2)
-for the hidden-size norms and N(1, 0.2^2) for the per-head q/k norms; q/k/v biases
-N(0, 0.1^2); a correction bias N(0, 0.01^2); hidden states N(0, 1) with one channel in 64
-scaled 20-100x, the outlier channels of a real residual stream.
+The scales imitate trained models. Linear weights are N(0, 0.02^2), the usual
+initializer scale. Norm weights are N(1, 0.1^2) for the hidden-size norms and N(1, 0.2^2)
+for the per-head q/k norms, q/k/v biases N(0, 0.1^2), and the correction bias N(0, 0.01^2).
+Hidden states are N(0, 1) with one channel in 64 scaled 20-100x, like the outlier channels
+of an LLM residual stream.
+NOTE: these are estimates, not statistics of the released GLM-4.5 weights; loading real
+weights would replace them.
 """
 
 import dataclasses
@@ -62,9 +65,9 @@ class LayerWeights:
     """Weights of one decoder layer, in the run dtype unless noted.
 
     Linear weights are stored ``[in, out]`` (Paddle's layout), so a projection is
-    ``x @ weight``. MoE layers have ``router`` and ``correction_bias`` in `router_dtype` and
-    the routed experts stacked on a leading expert axis; dense layers have ``gate_proj``,
-    ``up_proj`` and ``down_proj`` instead.
+    ``x @ weight``. MoE layers have ``router`` and ``correction_bias`` in `router_dtype`,
+    and the routed experts stacked on a leading expert axis. Dense layers have
+    ``gate_proj``, ``up_proj`` and ``down_proj`` instead.
     """
 
     layer: int
