@@ -44,7 +44,7 @@ def _check_device(device):
     return device
 
 
-def _backend_names(names, include_faults=False):
+def _backend_names(names):
     names = names or default_backend_names()
     for name in names:
         get_backend(name)
@@ -227,16 +227,19 @@ def command_save(args):
 def command_backends(args):
     device = args.device
     backends = list_backends(include_all=args.all)
+    print("ulp budget: n is the hidden size")
     print(f"{'backend':32} {'dtype':9} {'device':7} {'budget':>8}  status")
     for backend in backends:
         for dtype in DTYPES:
             availability = backend.probe(dtype, device)
             status = "available" if availability.available else "unavailable: " + availability.reason.splitlines()[0]
             try:
-                budget = f"{budget_for(backend, dtype).ulp:g}"
+                budget = budget_for(backend, dtype)
             except KeyError:
-                budget = "-"
-            print(f"{backend.name:32} {dtype:9} {device:7} {budget:>8}  {status}")
+                budget_text = "-"
+            else:
+                budget_text = f"{budget.ulp:g}" + (f"+n/{1 / budget.per_hidden:g}" if budget.per_hidden else "")
+            print(f"{backend.name:32} {dtype:9} {device:7} {budget_text:>8}  {status}")
     return EXIT_OK
 
 

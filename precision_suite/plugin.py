@@ -135,6 +135,7 @@ def precision_corpus(pytestconfig):
     return load_corpus(pytestconfig.stash[_STATE_KEY]["corpus"])
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, config):
     if _is_worker(config):
         return
