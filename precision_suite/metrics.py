@@ -340,7 +340,7 @@ class _Scratch(threading.local):
 class _SharedThresholds:
     """Thresholds raised as blocks merge in order; a block reads them when it starts.
 
-    A block that starts before an earlier block merged sees a lower threshold and returns more
+    A block that starts before an earlier block merged reads a lower threshold and returns more
     candidates than needed, never fewer, so the merged result stays exact.
     """
 
@@ -505,7 +505,7 @@ def _block_tasks(outputs, block_rows):
     for index, (_, actual, _, _) in enumerate(outputs):
         hidden = actual.shape[-1] if actual.ndim else 1
         rows = actual.size // hidden if hidden else 0
-        step = block_rows or default_block_rows(hidden)
+        step = default_block_rows(hidden) if block_rows is None else block_rows
         for start in range(0, rows, step):
             yield index, start, min(rows, start + step)
 
@@ -595,12 +595,16 @@ def measure(outputs, block_rows=None, threads=1):
 
     finite = elements - nonfinite
     total = math.fsum(np.concatenate(row_sums)) if row_sums else 0.0
+    if finite:
+        mean_ulp = total / finite
+    else:
+        mean_ulp = math.inf if elements else 0.0
     return ErrorRecord(
         elements=elements,
         max_abs_error=max_abs,
         max_rel_error=max_rel,
         max_ulp_error=max_ulp,
-        mean_ulp_error=total / finite if finite else (math.inf if elements else 0.0),
+        mean_ulp_error=mean_ulp,
         p99_ulp_error=largest.kth_largest() if elements else 0.0,
         frac_over_budget=over_budget / elements if elements else 0.0,
         ulp_budget=float(outputs[0][3]) if outputs else np.nan,
