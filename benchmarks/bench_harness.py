@@ -1,0 +1,192 @@
+"""Measure the harness's own cost: reference, metrics, threads, memory and small cases.
+
+Run from the repository root::
+
+    python benchmarks/bench_harness.py            # the large cases of the README figures
+    python benchmarks/bench_harness.py --quick    # smaller shapes, a few seconds
+
+It prints one table with every figure and the machine it ran on. Times are the best of
+``--repeat`` runs. On machines where OPENBLAS_CORETYPE is set for old OpenBLAS builds,
+unset it for this command only, since it slows current NumPy.
+"""
+
+import argparse
+import os
+import platform
+import time
+import tracemalloc
+
+import numpy as np
+
+from precision_suite.backends import get_backend
+from precision_suite.dtypes import round_to_dtype, to_float64
+from precision_suite.inputs import make_inputs
+from precision_suite.metrics import measure
+from precision_suite.reference import compute_reference
+from precision_suite.runner import prepare_case, run_backend
+from precision_suite.spec import CaseSpec
+
+LARGE_CASES = (
+    ("bfloat16", (8192, 8192), False),
+    ("float32", (16384, 4096), True),
+)
+QUICK_CASES = (
+    ("bfloat16", (1024, 8192), False),
+    ("float32", (2048, 4096), True),
+)
+SMALL_SHAPE = (4, 128)
+
+
+def best_time(function, repeat):
+    """Return the smallest wall time of ``repeat`` calls, in seconds."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def machine_rows():
+    """Return (name, value) rows describing the CPU, NumPy and its BLAS."""
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii") as stream:
+            model = next(line.split(":", 1)[1].strip() for line in stream if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    rows = [
+        ("cpu", model),
+        ("cores", str(os.cpu_count())),
+        ("python", platform.python_version()),
+        ("numpy", np.__version__),
+        ("OPENBLAS_CORETYPE", os.environ.get("OPENBLAS_CORETYPE", "(unset)")),
+    ]
+    try:
+        import threadpoolctl
+    except ImportError:
+        rows.append(("blas", "threadpoolctl not installed"))
+    else:
+        for pool in threadpoolctl.threadpool_info():
+            rows.append(("blas", f"{pool['internal_api']} {pool['version']} {pool.get('architecture', '')} "
+                                 f"{pool['num_threads']} threads"))
+    return rows
+
+
+def compared_outputs(spec, reference):
+    """Return `measure` input for an actual output that is the correctly rounded reference."""
+    outputs = [("out", round_to_dtype(reference.out, spec.dtype), reference.out, 1.0)]
+    if spec.residual:
+        outputs.append(("residual_out", round_to_dtype(reference.residual_out, spec.dtype), reference.residual_out, 0.0))
+    return outputs
+
+
+def large_case_rows(dtype, shape, residual, repeat):
+    """Return the figures of one large case: throughput against astype, memory and threads."""
+    spec = CaseSpec("rms_norm", shape, dtype, 1e-6, "normal", "near_one", residual, 1)
+    inputs = make_inputs(spec)
+    arrays = [inputs.x] + ([inputs.residual] if residual else [])
+    elements = sum(array.size for array in arrays)
+    reference = compute_reference(spec, inputs)
+    outputs = compared_outputs(spec, reference)
+
+    astype = best_time(lambda: [array.astype(np.float64) for array in arrays], repeat)
+    reference_time = best_time(lambda: compute_reference(spec, inputs), repeat)
+    measure_time = best_time(lambda: measure(outputs), repeat)
+    threaded = best_time(lambda: (compute_reference(spec, inputs, threads=2), measure(outputs, threads=2)), repeat)
+    single = reference_time + measure_time
+
+    # Inputs and actual outputs exist before tracing starts; the peak is what the harness adds.
+    del reference
+    tracemalloc.start()
+    baseline = tracemalloc.get_traced_memory()[0]
+    traced_reference = compute_reference(spec, inputs)
+    measure([(name, actual, getattr(traced_reference, name), budget) for name, actual, _, budget in outputs])
+    peak = tracemalloc.get_traced_memory()[1] - baseline
+    tracemalloc.stop()
+    float64_bytes = elements * 8
+
+    label = f"{dtype} {shape[0]}x{shape[1]}" + (" +residual" if residual else "")
+    return [
+        (f"{label}: astype(float64) of the inputs", f"{astype:.3f} s, {elements / astype / 1e6:.0f} M elements/s"),
+        (f"{label}: reference", f"{reference_time:.3f} s"),
+        (f"{label}: metrics", f"{measure_time:.3f} s"),
+        (f"{label}: reference + metrics, 1 thread",
+         f"{single:.3f} s, {elements / single / 1e6:.0f} M elements/s, {astype / single:.0%} of astype (target >= 40%)"),
+        (f"{label}: reference + metrics, 2 threads",
+         f"{threaded:.3f} s, {single / threaded:.2f}x speed-up (target >= 1.6x)"),
+        (f"{label}: peak memory beyond inputs",
+         f"{peak / 2**20:.0f} MiB, {peak / float64_bytes:.2f}x the inputs' float64 size (target <= 3x)"),
+    ]
+
+
+def metrics_against_numpy_rows(repeat):
+    """Return the cost of `measure` next to NumPy's two assertions on the same float32 arrays."""
+    spec = CaseSpec("rms_norm", (2048, 4096), "float32", 1e-6, "normal", "near_one", False, 2)
+    inputs, reference = prepare_case(spec)
+    actual = round_to_dtype(reference.out, "float32")
+    reference32 = round_to_dtype(reference.out, "float32")
+    outputs = [("out", actual, reference.out, 1.0)]
+
+    def numpy_checks():
+        np.testing.assert_allclose(actual, reference32, rtol=1e-6, atol=0)
+        np.testing.assert_array_max_ulp(actual, reference32, maxulp=1)
+
+    numpy_time = best_time(numpy_checks, repeat)
+    measure_time = best_time(lambda: measure(outputs), repeat)
+    return [
+        ("float32 2048x4096: assert_allclose + assert_array_max_ulp", f"{numpy_time:.3f} s"),
+        ("float32 2048x4096: metrics (max/mean/p99 ulp, abs, rel, bitwise, worst 5)",
+         f"{measure_time:.3f} s, {measure_time / numpy_time:.2f}x NumPy's cost (target <= 1x)"),
+    ]
+
+
+def small_case_rows(backend_name, count):
+    """Return cases per second of `run_backend` on new small cases and the share in the kernel."""
+    backend = get_backend(backend_name)
+    specs = [CaseSpec("rms_norm", SMALL_SHAPE, "float32", 1e-6, "normal", "near_one", False, seed)
+             for seed in range(count)]
+    run_backend(specs[0], backend)
+    kernel = 0.0
+    started = time.perf_counter()
+    for spec in specs[1:]:
+        inputs = make_inputs(spec)
+        kernel_started = time.perf_counter()
+        backend.run(inputs.x, inputs.weight, spec.eps, None, "cpu")
+        kernel += time.perf_counter() - kernel_started
+    kernel_and_inputs = time.perf_counter() - started
+
+    started = time.perf_counter()
+    for spec in specs[1:]:
+        run_backend(spec, backend)
+    total = time.perf_counter() - started
+    cases = count - 1
+    return [
+        (f"float32 4x128 on {backend_name}: run_backend",
+         f"{cases / total:.0f} cases/s, {total / cases * 1e6:.0f} us/case; kernel call "
+         f"{kernel / cases * 1e6:.0f} us/case ({kernel / total:.0%} of the case); "
+         f"inputs + kernel alone {kernel_and_inputs / cases * 1e6:.0f} us/case"),
+    ]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller large cases, for a smoke run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per timing; the best is kept (default: 3)")
+    parser.add_argument("--small-cases", type=int, default=300, help="small cases per backend (default: 300)")
+    args = parser.parse_args()
+
+    rows = machine_rows()
+    for dtype, shape, residual in QUICK_CASES if args.quick else LARGE_CASES:
+        rows += large_case_rows(dtype, shape, residual, args.repeat)
+    rows += metrics_against_numpy_rows(args.repeat)
+    for backend_name in ("numpy_single_rounding", "paddle_composite"):
+        rows += small_case_rows(backend_name, args.small_cases)
+
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
