@@ -284,6 +284,7 @@ def test_fast_block_declines_nonfinite_actual():
     assert _fast_block(f16(1.0, np.nan), np.array([1.0, 1.0]), _DtypeConstants.of("float16"), _Scratch()) is None
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
 @pytest.mark.parametrize("name", ("float16", "bfloat16"))
 def test_decode_float64_every_bit_pattern(name):
     values = np.arange(2**16, dtype=np.uint16).view(numpy_dtype(name))
