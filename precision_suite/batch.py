@@ -16,7 +16,7 @@ import time
 from hypothesis import settings
 
 from precision_suite.backends import get_backend
-from precision_suite.backends.paddle_io import GPU_INDEX_VARIABLE
+from precision_suite.backends.paddle_io import GPU_COUNT_VARIABLE, GPU_INDEX_VARIABLE
 from precision_suite.corpus import load_corpus
 from precision_suite.engine import drive_cases
 from precision_suite.results import RunDirectory
@@ -39,7 +39,6 @@ class PairTask:
     out: str
     run_id: str
     corpus_dir: str
-    gpu_index: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +96,6 @@ def run_pair(task, progress=None):
     """Run one backend and dtype and return its `PairSummary`; used in-process and by workers."""
     register_profiles()
     settings.load_profile(task.profile)
-    if task.gpu_index is not None:
-        os.environ[GPU_INDEX_VARIABLE] = str(task.gpu_index)
 
     run_dir = RunDirectory(task.out)
     backend = get_backend(task.backend)
@@ -129,22 +126,33 @@ def run_pair(task, progress=None):
                        time.monotonic() - started)
 
 
+def _claim_gpu(gpu_indexes):
+    """Worker initializer: take one GPU index from the queue for the life of the process."""
+    os.environ[GPU_INDEX_VARIABLE] = str(gpu_indexes.get())
+
+
 def run_pairs(tasks, workers=1, progress=None):
     """Run tasks serially or in ``workers`` processes and return their summaries in task order.
 
-    With several GPUs (``PRECISION_SUITE_GPU_COUNT``), task i runs on GPU ``i % count``.
+    With ``PRECISION_SUITE_GPU_COUNT=N`` set, worker process k uses GPU ``k % N`` for all the
+    pairs it runs, so no two workers share a GPU while workers <= N.
     """
-    gpu_count = int(os.environ.get("PRECISION_SUITE_GPU_COUNT", "0"))
-    if gpu_count > 1:
-        tasks = [dataclasses.replace(task, gpu_index=index % gpu_count) for index, task in enumerate(tasks)]
-
     if workers <= 1:
         return [run_pair(task, progress) for task in tasks]
 
-    summaries = [None] * len(tasks)
     # Spawned workers start clean instead of inheriting the parent's Paddle state by fork.
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    initializer, initargs = None, ()
+    gpu_count = int(os.environ.get(GPU_COUNT_VARIABLE, "0"))
+    if gpu_count > 0:
+        gpu_indexes = context.Queue()
+        for worker in range(workers):
+            gpu_indexes.put(worker % gpu_count)
+        initializer, initargs = _claim_gpu, (gpu_indexes,)
+
+    summaries = [None] * len(tasks)
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                                initializer=initializer, initargs=initargs) as pool:
         futures = {pool.submit(run_pair, task): index for index, task in enumerate(tasks)}
         for future in concurrent.futures.as_completed(futures):
             summary = future.result()

@@ -5,6 +5,7 @@ The pytest cases, ``precision-suite run`` and ``precision-suite mutants`` all ca
 backend sees the same sequence of cases until one fails and shrinking begins.
 """
 
+import contextlib
 import dataclasses
 import math
 
@@ -140,7 +141,8 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
     test = seed(run_seed)(test)
 
     try:
-        test()
+        with fixed_constant_pool():
+            test()
     except Exception as error:  # noqa: BLE001 - narrowed to CaseFailure just below
         failure = _case_failure(error)
         if failure is None:
@@ -149,6 +151,39 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
         if raise_failure:
             raise failure from None
     return outcome
+
+
+@contextlib.contextmanager
+def fixed_constant_pool():
+    """Keep Hypothesis from mixing literals of loaded local modules into the generated cases.
+
+    Hypothesis (6.13x and later) sometimes draws integer and float literals found in any
+    loaded module outside site-packages. pytest, the command line and pytest-xdist workers
+    load different modules, so without this the same profile and seed would generate
+    different case ids in each of them.
+
+    NOTE: this replaces a private Hypothesis function for the duration of the run. If a
+    Hypothesis release moves it, generation still works but may differ between processes;
+    ``tests/test_engine.py`` detects that.
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+        from hypothesis.internal.constants_ast import Constants
+
+        original = providers._get_local_constants
+        cache = providers.CONSTANTS_CACHE
+    except (ImportError, AttributeError):
+        yield
+        return
+
+    empty = Constants()
+    providers._get_local_constants = lambda: empty
+    cache.cache.clear()
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        cache.cache.clear()
 
 
 def _case_failure(error):

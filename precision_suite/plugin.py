@@ -10,7 +10,7 @@ import os
 import pytest
 
 from precision_suite.backends import default_backend_names, get_backend
-from precision_suite.backends.paddle_io import GPU_INDEX_VARIABLE
+from precision_suite.backends.paddle_io import GPU_COUNT_VARIABLE, GPU_INDEX_VARIABLE
 from precision_suite.corpus import DEFAULT_CORPUS_DIR, load_corpus
 from precision_suite.dtypes import DTYPES, check_dtype
 from precision_suite.environment import collect_environment
@@ -62,8 +62,8 @@ def pytest_configure(config):
         run_id = config.workerinput["precision_run_id"]
         out = config.workerinput["precision_out"]
         worker = config.workerinput.get("workerid", "gw0")
-        # NOTE: with several GPUs, worker gwN uses GPU N modulo PRECISION_SUITE_GPU_COUNT.
-        gpu_count = int(os.environ.get("PRECISION_SUITE_GPU_COUNT", "1"))
+        # Worker gwK uses GPU K modulo PRECISION_SUITE_GPU_COUNT, unless a GPU is pinned already.
+        gpu_count = int(os.environ.get(GPU_COUNT_VARIABLE, "1"))
         os.environ.setdefault(GPU_INDEX_VARIABLE, str(int(worker.removeprefix("gw")) % max(1, gpu_count)))
     else:
         run_id = new_run_id()

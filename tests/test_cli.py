@@ -183,3 +183,30 @@ def test_atomic_write_makes_file_readable(tmp_path):
     path = tmp_path / "summary.csv"
     write_text_atomic(str(path), "a,b\n")
     assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_workers_give_same_rows_as_serial(tmp_path):
+    arguments = ["run", "--backend", "paddle_composite", "--dtype", "float16", "--dtype", "bfloat16",
+                 "--corpus", str(tmp_path / "none")]
+    assert main([*arguments, "--out", str(tmp_path / "serial")]) == 0
+    assert main([*arguments, "--out", str(tmp_path / "parallel"), "--workers", "2"]) == 0
+
+    serial = pd.read_csv(tmp_path / "serial" / "cases.csv")
+    parallel = pd.read_csv(tmp_path / "parallel" / "cases.csv")
+    assert set(serial["case_id"]) == set(parallel["case_id"])
+    assert len(parallel) == len(parallel.drop_duplicates(["case_id", "backend", "device"]))
+    columns = ["case_id", "backend", "status", "max_ulp_error"]
+    merged = serial[columns].merge(parallel[columns], on=["case_id", "backend"], suffixes=("_serial", "_parallel"))
+    assert (merged["max_ulp_error_serial"] == merged["max_ulp_error_parallel"]).all()
+
+
+def test_worker_gpu_assignment(monkeypatch):
+    from multiprocessing import get_context
+
+    from precision_suite.batch import _claim_gpu
+
+    queue = get_context("spawn").Queue()
+    queue.put(1)
+    monkeypatch.setenv("PRECISION_SUITE_GPU", "0")
+    _claim_gpu(queue)
+    assert os.environ["PRECISION_SUITE_GPU"] == "1"

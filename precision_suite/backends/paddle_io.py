@@ -15,6 +15,8 @@ from precision_suite.errors import BackendUnavailable
 
 # Environment variable that picks the GPU index for "gpu" (set per pytest-xdist worker).
 GPU_INDEX_VARIABLE = "PRECISION_SUITE_GPU"
+# Number of GPUs that parallel workers spread over, round-robin by worker.
+GPU_COUNT_VARIABLE = "PRECISION_SUITE_GPU_COUNT"
 
 
 def import_paddle():
