@@ -892,3 +892,19 @@ def test_report_renders_in_browser(tmp_path):
     assert all(image["complete"] and image["width"] > 0 for image in facts["images"])
     with open(screenshot, "rb") as stream:
         assert stream.read(8) == PNG_SIGNATURE
+
+
+def test_worst_case_per_backend_and_dtype():
+    from precision_suite.report.page import worst_per_backend_dtype
+
+    cases = pd.DataFrame([
+        {"backend": "a", "dtype": "float16", "case_id": "x1", "status": "passed", "max_ulp_error": 0.5, "ulp_budget": 1.0},
+        {"backend": "a", "dtype": "float16", "case_id": "x2", "status": "passed", "max_ulp_error": 0.9, "ulp_budget": 1.0},
+        {"backend": "a", "dtype": "float32", "case_id": "x3", "status": "failed", "max_ulp_error": 90.0, "ulp_budget": 40.0},
+        {"backend": "a", "dtype": "float32", "case_id": "x4", "status": "passed", "max_ulp_error": 100.0, "ulp_budget": 200.0},
+        {"backend": "b", "dtype": "float16", "case_id": "x5", "status": "unavailable", "max_ulp_error": None,
+         "ulp_budget": None},
+    ])
+    worst = worst_per_backend_dtype(cases)
+    assert list(worst["case_id"]) == ["x2", "x3"]
+    assert list(worst["dtype"]) == ["float16", "float32"]

@@ -217,6 +217,24 @@ def worst_cases(cases, count=WORST_CASE_COUNT):
     return rows.head(count).drop(columns=["_failing", "_ratio"])
 
 
+WORST_PER_PAIR_COLUMNS = ["backend", "dtype", "case_id", "status", "max_ulp_error", "ulp_budget", "p99_ulp_error",
+                          "shape", "eps", "x_dist", "x_scale", "w_dist", "residual"]
+
+
+def worst_per_backend_dtype(cases):
+    """Return the executed case with the highest ratio of max ULP error to budget, per backend and dtype.
+
+    In the nightly profile Hypothesis' target phase climbs toward these cases.
+    """
+    rows = cases[cases["status"].isin(("passed", "failed", "error"))].copy()
+    if rows.empty:
+        return rows
+    rows["_ratio"] = (rows["max_ulp_error"] / rows["ulp_budget"]).fillna(float("inf"))
+    rows = rows.sort_values(["_ratio", "max_ulp_error"], ascending=False, na_position="first")
+    worst = rows.drop_duplicates(["backend", "dtype"]).sort_values(["backend", "dtype"])
+    return worst[[column for column in WORST_PER_PAIR_COLUMNS if column in worst.columns]]
+
+
 def _repro_block(row, labels):
     try:
         spec = CaseSpec.from_json(str(row.get("spec", "")))
@@ -262,12 +280,14 @@ def _case_article(number, row, labels):
                    id=f"case-{number}")
 
 
-def _worst_section(run, labels):
+def _worst_section(run, labels, lang):
     rows = worst_cases(run.cases)
     if rows.empty:
         return _paragraph(labels["worst_none"], class_="empty")
+    per_pair = render_table(worst_per_backend_dtype(run.cases), lang, caption=labels["worst_per_pair"],
+                            table_id="worst-per-backend-dtype")
     articles = "".join(_case_article(number, row, labels) for number, row in enumerate(rows.to_dict("records"), 1))
-    return _paragraph(labels["worst_note"]) + articles
+    return per_pair + _paragraph(labels["worst_note"]) + articles
 
 
 # Plots
@@ -417,7 +437,7 @@ def render_report(run, lang="en", comparison=None):
         ("summary", labels["section_summary"], _summary_section(run, labels, lang)),
         ("unavailable", labels["section_unavailable"],
          render_table(unavailable_table(run.cases), lang, empty_text=labels["unavailable_none"])),
-        ("worst-cases", labels["section_worst"], _worst_section(run, labels)),
+        ("worst-cases", labels["section_worst"], _worst_section(run, labels, lang)),
         ("plots", labels["section_plots"], _plots_section(run, labels)),
         ("e2e", labels["section_e2e"], _e2e_section(run, labels, lang)),
         ("environment", labels["section_environment"], _environment_section(run, labels, lang)),
