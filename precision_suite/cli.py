@@ -8,6 +8,7 @@ decoder-layer check). Invalid input prints one line and exits with status 2.
 
 import argparse
 import glob
+import importlib
 import json
 import os
 import sys
@@ -270,26 +271,20 @@ def command_mutants(args):
     return EXIT_FAILED if len(survived) else EXIT_OK
 
 
-def _add_report_parser(subparsers):
-    parser = subparsers.add_parser("report", help="write index.html for a run directory")
-    try:
-        from precision_suite.report.command import add_arguments, main
-    except ImportError as error:
-        parser.set_defaults(handler=lambda args: _unavailable_command("report", error))
-        return
-    add_arguments(parser)
-    parser.set_defaults(handler=main)
+def _add_module_parser(subparsers, name, help_text, module_name):
+    """Add a subcommand whose options and handler live in ``module_name`` (``add_arguments``, ``main``).
 
-
-def _add_e2e_parser(subparsers):
-    parser = subparsers.add_parser("e2e", help="GLM4 MoE decoder-layer check against a float64 reference")
+    A module that cannot be imported (a missing dependency) leaves the subcommand in place,
+    and running it prints why.
+    """
+    parser = subparsers.add_parser(name, help=help_text)
     try:
-        from precision_suite.e2e.command import add_arguments, main
+        module = importlib.import_module(module_name)
     except ImportError as error:
-        parser.set_defaults(handler=lambda args: _unavailable_command("e2e", error))
+        parser.set_defaults(handler=lambda args: _unavailable_command(name, error))
         return
-    add_arguments(parser)
-    parser.set_defaults(handler=main)
+    module.add_arguments(parser)
+    parser.set_defaults(handler=module.main)
 
 
 def _unavailable_command(name, error):
@@ -344,8 +339,9 @@ def build_parser():
     mutants.add_argument("--out", help="folder for mutants.csv (default: print only)")
     mutants.set_defaults(handler=command_mutants)
 
-    _add_report_parser(subparsers)
-    _add_e2e_parser(subparsers)
+    _add_module_parser(subparsers, "report", "write index.html for a run directory", "precision_suite.report.command")
+    _add_module_parser(subparsers, "e2e", "GLM4 MoE decoder-layer check against a float64 reference",
+                       "precision_suite.e2e.command")
     return parser
 
 
