@@ -17,27 +17,39 @@ dtype in the binade that contains ``|reference|``:
 of the same dtype, counted on widened integers so float16 and bfloat16 never wrap.
 
 `measure` works on blocks of whole rows, optionally in threads, and its record does not
-depend on the block size or the thread count: maxima and counts are exact, the mean adds
-per-row sums with ``math.fsum``, the 99th percentile is found exactly from the elements
-above a running threshold, and ties among the worst elements go to the lowest index.
+depend on the block size, the thread count or whether the Numba kernels of
+`precision_suite.fused` ran: maxima and counts are exact, the mean adds per-row pairwise
+sums with ``math.fsum``, the 99th percentile is found exactly from the elements above a
+threshold, and ties among the worst elements go to the lowest index.
 """
 
 import concurrent.futures
 import dataclasses
+import functools
 import math
 import threading
 
 import numpy as np
 
-from precision_suite.dtypes import bits_dtype, dtype_name, finfo, round_to_dtype, to_float64
+from precision_suite import fused as fused_kernels
+from precision_suite.dtypes import DTYPES, bits_dtype, dtype_name, finfo, round_to_dtype, to_float64
 
 # Elements per block when measuring: each float64 temporary of a block is 512 KiB, which
 # keeps a block's working set in a core's L2 cache on current x86 servers.
 BLOCK_ELEMENTS = 1 << 16
+# Elements per block for the fused kernels, which keep only row-sized temporaries: larger
+# blocks cut the Python work per block, and a block's ULP candidates take at most 8 MiB.
+FUSED_BLOCK_ELEMENTS = 1 << 20
 # How many of the worst elements a record keeps for messages and reports.
 WORST_COUNT = 5
 # The quantile reported as p99_ulp_error.
 P99_QUANTILE = 0.99
+# Outputs with more elements than this first measure an evenly spaced sample of about
+# PILOT_ELEMENTS elements, whose PILOT_QUANTILE value becomes the lower bound for the 99th
+# percentile candidates; smaller outputs keep every ULP value as a candidate.
+PILOT_MIN_ELEMENTS = 1 << 20
+PILOT_ELEMENTS = 1 << 16
+PILOT_QUANTILE = 0.98
 
 _SIGN_BIT = np.uint64(1 << 63)
 _EXPONENT_BITS = np.uint64(0x7FF << 52)
@@ -242,9 +254,41 @@ class ErrorRecord:
         }
 
 
-def default_block_rows(hidden):
-    """Return the rows per block that keep a block near `BLOCK_ELEMENTS` elements (at least one row)."""
-    return max(1, BLOCK_ELEMENTS // max(1, hidden))
+def default_block_rows(hidden, elements=None):
+    """Return the rows per block that keep a block near ``elements`` elements (at least one row).
+
+    ``elements`` defaults to `BLOCK_ELEMENTS`.
+    """
+    return max(1, (BLOCK_ELEMENTS if elements is None else elements) // max(1, hidden))
+
+
+def use_fused(requested, dtypes, supported=DTYPES):
+    """Return whether to run the Numba kernels for arrays of ``dtypes``.
+
+    Parameters
+    ----------
+    requested : bool or None
+        None picks the kernels when Numba is importable and every dtype is ``supported``;
+        False picks NumPy; True demands the kernels.
+    dtypes : iterable of numpy.dtype
+        Dtypes of the arrays the kernels would read.
+    supported : tuple of str
+        Dtype names the caller's kernel handles.
+
+    Raises
+    ------
+    ValueError
+        When ``requested`` is True and Numba is missing or a dtype is not supported.
+    """
+    names = [dtype_name(dtype) for dtype in dtypes]
+    possible = fused_kernels.AVAILABLE and all(name in supported for name in names)
+    if requested is None:
+        return possible
+    if requested and not possible:
+        reason = "Numba is not importable (or NUMBA_DISABLE_JIT is set)" if not fused_kernels.AVAILABLE \
+            else f"the kernel handles {', '.join(supported)}, got {', '.join(names)}"
+        raise ValueError(f"fused=True is not possible: {reason}; pass fused=None or False")
+    return bool(requested)
 
 
 def decode_float64(values, out, scratch=None):
@@ -287,8 +331,11 @@ class _DtypeConstants:
     spacing_scale: float
     overflow: float
     rounds_in_float64: bool
+    mantissa_bits: int
+    code: int
 
     @classmethod
+    @functools.lru_cache(maxsize=None)
     def of(cls, name):
         info = finfo(name)
         mantissa_bits = int(info.nmant)
@@ -304,6 +351,8 @@ class _DtypeConstants:
             spacing_scale=math.ldexp(1.0, -mantissa_bits),
             overflow=overflow,
             rounds_in_float64=mantissa_bits <= 50,
+            mantissa_bits=mantissa_bits,
+            code=fused_kernels.DTYPE_CODES[name],
         )
 
 
@@ -322,6 +371,8 @@ class _BlockStats:
     p99_threshold: float
     p99_values: np.ndarray
     worst: list
+    above_count_threshold: int
+    at_count_threshold: int
 
 
 class _Scratch(threading.local):
@@ -336,16 +387,24 @@ class _Scratch(threading.local):
             self.flags = np.empty(size, np.bool_)
         return self
 
+    def candidates(self, size):
+        if getattr(self, "candidates_size", 0) < size:
+            self.candidates_size = size
+            self.candidates_buffer = np.empty(size, np.float64)
+        return self.candidates_buffer
+
 
 class _SharedThresholds:
     """Thresholds raised as blocks merge in order; a block reads them when it starts.
 
     A block that starts before an earlier block merged reads a lower threshold and returns more
-    candidates than needed, never fewer, so the merged result stays exact.
+    candidates than needed, never fewer, so the merged result stays exact. ``count`` stays
+    fixed for a pass: blocks count the ULP values above and at it.
     """
 
-    def __init__(self):
-        self.p99 = -math.inf
+    def __init__(self, count=-math.inf):
+        self.count = count
+        self.p99 = count
         self.worst = -math.inf
 
 
@@ -418,13 +477,65 @@ def _largest_with_lowest_index(values, count):
     return np.concatenate([above, at_cutoff])
 
 
-def _measure_block(actual, reference, name, budget, constants, thresholds, scratch):
-    """Compute the `_BlockStats` of one block of rows, shaped ``(rows, hidden)``."""
+def _fused_block(actual, reference, budget, constants, thresholds, scratch):
+    """Compute the `_BlockStats` of a ``(rows, hidden)`` block with the Numba kernel.
+
+    Returns None when the block has a non-finite value, which NumPy then settles.
+    """
     rows = actual.shape[0]
-    actual = np.ascontiguousarray(actual).reshape(-1)
-    reference = np.ascontiguousarray(reference, dtype=np.float64).reshape(-1)
     p99_threshold = thresholds.p99
     worst_threshold = thresholds.worst
+    candidates = scratch.candidates(actual.size)
+    row_sums = np.empty(rows)
+    worst_ulp = np.empty(WORST_COUNT)
+    worst_position = np.empty(WORST_COUNT, np.int64)
+    worst_abs = np.empty(WORST_COUNT)
+    worst_rel = np.empty(WORST_COUNT)
+    maxima = np.empty(3)
+    counts = np.empty(6, np.int64)
+
+    finite = fused_kernels.measure_rows(
+        actual.view(bits_dtype(dtype_name(actual.dtype))), constants.code, reference, reference.view(np.uint64),
+        float(budget), constants.mantissa_bits, constants.overflow, constants.smallest_normal_bits,
+        p99_threshold, thresholds.count, worst_threshold,
+        candidates, row_sums, worst_ulp, worst_position, worst_abs, worst_rel, maxima, counts)
+    if not finite:
+        return None
+
+    kept = int(counts[fused_kernels.WORST])
+    return _BlockStats(
+        elements=actual.size,
+        max_ulp=float(maxima[fused_kernels.MAX_ULP]),
+        max_abs=float(maxima[fused_kernels.MAX_ABS]),
+        max_rel=float(maxima[fused_kernels.MAX_REL]),
+        equal=int(counts[fused_kernels.EQUAL]),
+        nonfinite=0,
+        over_budget=int(counts[fused_kernels.OVER_BUDGET]),
+        row_sums=row_sums,
+        p99_threshold=p99_threshold,
+        p99_values=candidates[:counts[fused_kernels.CANDIDATES]].copy(),
+        worst=[(float(worst_ulp[i]), int(worst_position[i]), float(worst_abs[i]), float(worst_rel[i]))
+               for i in range(kept)],
+        above_count_threshold=int(counts[fused_kernels.ABOVE_COUNT_THRESHOLD]),
+        at_count_threshold=int(counts[fused_kernels.AT_COUNT_THRESHOLD]),
+    )
+
+
+def _measure_block(actual, reference, name, budget, constants, thresholds, scratch, fused):
+    """Compute the `_BlockStats` of one block of rows, shaped ``(rows, hidden)``."""
+    rows = actual.shape[0]
+    actual = np.ascontiguousarray(actual)
+    reference = np.ascontiguousarray(reference, dtype=np.float64)
+    if fused:
+        stats = _fused_block(actual, reference, budget, constants, thresholds, scratch)
+        if stats is not None:
+            return stats
+
+    actual = actual.reshape(-1)
+    reference = reference.reshape(-1)
+    p99_threshold = thresholds.p99
+    worst_threshold = thresholds.worst
+    count_threshold = thresholds.count
 
     errors = _fast_block(actual, reference, constants, scratch)
     if errors is None:
@@ -437,6 +548,11 @@ def _measure_block(actual, reference, name, budget, constants, thresholds, scrat
     row_sums = np.add.reduce(finite_ulp.reshape(rows, -1), axis=1)
     over_budget = int(np.count_nonzero(ulp > budget)) if max_ulp > budget else 0
     p99_values = ulp[ulp > p99_threshold] if max_ulp > p99_threshold else ulp[:0]
+    if count_threshold == -math.inf:
+        above, at = ulp.size, 0
+    else:
+        above = int(np.count_nonzero(ulp > count_threshold)) if max_ulp > count_threshold else 0
+        at = int(np.count_nonzero(ulp == count_threshold)) if max_ulp >= count_threshold else 0
 
     worst = []
     if max_ulp > worst_threshold:
@@ -456,6 +572,8 @@ def _measure_block(actual, reference, name, budget, constants, thresholds, scrat
         p99_threshold=p99_threshold,
         p99_values=p99_values,
         worst=worst,
+        above_count_threshold=above,
+        at_count_threshold=at,
     )
 
 
@@ -500,17 +618,50 @@ def _p99_rank(elements):
     return int(math.ceil((elements - 1) * P99_QUANTILE))
 
 
-def _block_tasks(outputs, block_rows):
+def _block_tasks(prepared, block_rows, fused):
     """Yield ``(output_index, start_row, stop_row)`` of every block, outputs in order."""
-    for index, (_, actual, _, _) in enumerate(outputs):
-        hidden = actual.shape[-1] if actual.ndim else 1
-        rows = actual.size // hidden if hidden else 0
-        step = default_block_rows(hidden) if block_rows is None else block_rows
+    for index, item in enumerate(prepared):
+        rows, hidden = item.actual_rows.shape
+        if block_rows is not None:
+            step = block_rows
+        else:
+            step = default_block_rows(hidden, FUSED_BLOCK_ELEMENTS if fused else None)
         for start in range(0, rows, step):
             yield index, start, min(rows, start + step)
 
 
-def measure(outputs, block_rows=None, threads=1):
+@dataclasses.dataclass(frozen=True)
+class _Output:
+    """One compared output, with its rows as ``(rows, hidden)`` views."""
+
+    name: str
+    actual: np.ndarray
+    reference: np.ndarray
+    budget: float
+    dtype: str
+    constants: _DtypeConstants
+    actual_rows: np.ndarray
+    reference_rows: np.ndarray
+
+
+@dataclasses.dataclass
+class _Totals:
+    """Statistics of one pass over every block, merged in block order."""
+
+    max_ulp: float = 0.0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    equal: int = 0
+    nonfinite: int = 0
+    over_budget: int = 0
+    above_count_threshold: int = 0
+    at_count_threshold: int = 0
+    row_sums: list = dataclasses.field(default_factory=list)
+    worst: list = dataclasses.field(default_factory=list)
+    largest: object = None
+
+
+def measure(outputs, block_rows=None, threads=1, fused=None):
     """Compute the `ErrorRecord` of a backend's outputs against the reference.
 
     Parameters
@@ -522,109 +673,165 @@ def measure(outputs, block_rows=None, threads=1):
         ``ulp_budget``.
     block_rows : int, optional
         Rows measured at a time, which bounds temporary memory; by default about
-        `BLOCK_ELEMENTS` elements' worth of rows.
+        `BLOCK_ELEMENTS` elements' worth of rows, or `FUSED_BLOCK_ELEMENTS` with the fused
+        kernel.
     threads : int
-        Threads that measure blocks in parallel (NumPy releases the GIL in its loops).
+        Threads that measure blocks in parallel (NumPy and the fused kernel release the GIL).
+    fused : bool, optional
+        Measure finite blocks with the Numba kernel of `precision_suite.fused`; by default
+        when Numba can be imported. The record is the same either way.
 
     Returns
     -------
     ErrorRecord
-        The same record for every ``block_rows`` and ``threads``.
+        The same record for every ``block_rows``, ``threads`` and ``fused``.
 
     Raises
     ------
     ValueError
-        When ``block_rows`` or ``threads`` is below 1.
+        When ``block_rows`` or ``threads`` is below 1, or ``fused=True`` is not possible.
 
     Notes
     -----
     ``max_ulp_error`` is the exact float64 maximum. ``mean_ulp_error`` averages the finite
     ULP errors: each row is summed with NumPy's pairwise sum and the row sums are added with
     ``math.fsum``. ``p99_ulp_error`` is the element at sorted index ``ceil(0.99 (n - 1))``,
-    NumPy's ``percentile(..., method="higher")``. Temporary memory is a few blocks plus
-    about 2% of the elements for the 99th percentile.
+    NumPy's ``percentile(..., method="higher")``. Outputs of more than `PILOT_MIN_ELEMENTS`
+    elements first measure a sample of rows and keep only the ULP values above the sample's
+    `PILOT_QUANTILE` value; blocks count the values above and at that bound, and when fewer
+    than ``n - ceil(0.99 (n - 1))`` are at or above it (the sample was not representative)
+    every block is measured a second time with no bound. Temporary memory is a few blocks
+    per thread plus a few percent of the elements for the 99th percentile.
     """
     if block_rows is not None and block_rows < 1:
         raise ValueError(f"block_rows must be at least 1, got {block_rows}")
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
+    fused = use_fused(fused, [actual.dtype for _, actual, _, _ in outputs])
 
     prepared = []
     for output_name, actual, reference, budget in outputs:
         name = dtype_name(actual.dtype)
         hidden = actual.shape[-1] if actual.ndim else 1
-        prepared.append((output_name, actual, reference, budget, name, _DtypeConstants.of(name),
-                         actual.reshape(-1, hidden), np.asarray(reference).reshape(-1, hidden)))
+        prepared.append(_Output(output_name, actual, reference, budget, name, _DtypeConstants.of(name),
+                                actual.reshape(-1, hidden), np.asarray(reference).reshape(-1, hidden)))
+    elements = sum(item.actual.size for item in prepared)
+    if not elements:
+        return _record(outputs, prepared, elements, _Totals(), 0.0)
 
-    elements = sum(item[1].size for item in prepared)
-    thresholds = _SharedThresholds()
+    tasks = list(_block_tasks(prepared, block_rows, fused))
+    top_count = elements - _p99_rank(elements)
+    count_threshold = _pilot_threshold(prepared, elements, fused) if elements > PILOT_MIN_ELEMENTS else -math.inf
+    totals = _measure_pass(prepared, tasks, threads, fused, count_threshold, top_count)
+    p99 = _p99_from_pass(totals, count_threshold, top_count)
+    if p99 is None:
+        # NOTE: the sample put the bound above the 99th percentile, so the exact value needs a
+        # second pass that keeps every candidate; rows with very different errors cause this.
+        totals = _measure_pass(prepared, tasks, threads, fused, -math.inf, top_count)
+        p99 = _p99_from_pass(totals, -math.inf, top_count)
+    return _record(outputs, prepared, elements, totals, p99)
+
+
+def _pilot_threshold(prepared, elements, fused):
+    """Return the `PILOT_QUANTILE` ULP value of an evenly spaced sample of rows of every output."""
+    values = []
+    for item in prepared:
+        rows = item.actual_rows.shape[0]
+        count = min(rows, max(1, round(rows * PILOT_ELEMENTS / elements)))
+        picks = np.unique(np.linspace(0, rows - 1, count).astype(np.int64))
+        stats = _measure_block(item.actual_rows[picks], item.reference_rows[picks], item.dtype, item.budget,
+                               item.constants, _SharedThresholds(), _Scratch(), fused)
+        values.append(stats.p99_values)
+    values = np.concatenate(values)
+    rank = int(math.ceil((values.size - 1) * PILOT_QUANTILE))
+    return float(np.partition(values, rank)[rank])
+
+
+def _measure_pass(prepared, tasks, threads, fused, count_threshold, top_count):
+    """Measure every block and merge the statistics in block order."""
+    thresholds = _SharedThresholds(count_threshold)
     scratch = _Scratch()
-    largest = _LargestValues(elements - _p99_rank(elements)) if elements else None
+    totals = _Totals(largest=_LargestValues(top_count))
 
     def run(task):
         index, start, stop = task
-        _, _, _, budget, name, constants, actual_rows, reference_rows = prepared[index]
-        return index, start, _measure_block(actual_rows[start:stop], reference_rows[start:stop], name, budget,
-                                            constants, thresholds, scratch)
-
-    tasks = list(_block_tasks(outputs, block_rows))
-    max_ulp = max_abs = max_rel = 0.0
-    equal = nonfinite = over_budget = 0
-    row_sums = []
-    worst = []
+        item = prepared[index]
+        stats = _measure_block(item.actual_rows[start:stop], item.reference_rows[start:stop], item.dtype,
+                               item.budget, item.constants, thresholds, scratch, fused)
+        return index, start, stats
 
     with concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else _InlineExecutor() as executor:
         for index, start, stats in executor.map(run, tasks):
-            hidden = prepared[index][6].shape[1]
-            max_ulp = max(max_ulp, stats.max_ulp)
-            max_abs = max(max_abs, stats.max_abs)
-            max_rel = max(max_rel, stats.max_rel)
-            equal += stats.equal
-            nonfinite += stats.nonfinite
-            over_budget += stats.over_budget
-            row_sums.append(stats.row_sums)
-            largest.add(stats.p99_threshold, stats.p99_values)
-            thresholds.p99 = largest.threshold
+            hidden = prepared[index].actual_rows.shape[1]
+            totals.max_ulp = max(totals.max_ulp, stats.max_ulp)
+            totals.max_abs = max(totals.max_abs, stats.max_abs)
+            totals.max_rel = max(totals.max_rel, stats.max_rel)
+            totals.equal += stats.equal
+            totals.nonfinite += stats.nonfinite
+            totals.over_budget += stats.over_budget
+            totals.above_count_threshold += stats.above_count_threshold
+            totals.at_count_threshold += stats.at_count_threshold
+            totals.row_sums.append(stats.row_sums)
+            totals.largest.add(stats.p99_threshold, stats.p99_values)
+            thresholds.p99 = max(count_threshold, totals.largest.threshold)
 
-            worst.extend((ulp, -index, -(start * hidden + position), abs_error, rel_error)
-                         for ulp, position, abs_error, rel_error in stats.worst)
-            worst.sort(reverse=True)
-            del worst[WORST_COUNT:]
-            if len(worst) == WORST_COUNT:
-                thresholds.worst = worst[-1][0]
+            totals.worst.extend((ulp, -index, -(start * hidden + position), abs_error, rel_error)
+                                for ulp, position, abs_error, rel_error in stats.worst)
+            totals.worst.sort(reverse=True)
+            del totals.worst[WORST_COUNT:]
+            if len(totals.worst) == WORST_COUNT:
+                thresholds.worst = totals.worst[-1][0]
+    return totals
 
-    finite = elements - nonfinite
-    total = math.fsum(np.concatenate(row_sums)) if row_sums else 0.0
+
+def _p99_from_pass(totals, count_threshold, top_count):
+    """Return the exact 99th percentile, or None when it lies below the pass's count threshold."""
+    if totals.above_count_threshold >= top_count:
+        return totals.largest.kth_largest()
+    if totals.above_count_threshold + totals.at_count_threshold >= top_count:
+        return count_threshold
+    return None
+
+
+def _record(outputs, prepared, elements, totals, p99):
+    """Build the `ErrorRecord` from a pass's merged statistics."""
+    finite = elements - totals.nonfinite
+    total = math.fsum(np.concatenate(totals.row_sums)) if totals.row_sums else 0.0
     if finite:
         mean_ulp = total / finite
     else:
         mean_ulp = math.inf if elements else 0.0
     return ErrorRecord(
         elements=elements,
-        max_abs_error=max_abs,
-        max_rel_error=max_rel,
-        max_ulp_error=max_ulp,
+        max_abs_error=totals.max_abs,
+        max_rel_error=totals.max_rel,
+        max_ulp_error=totals.max_ulp,
         mean_ulp_error=mean_ulp,
-        p99_ulp_error=largest.kth_largest() if elements else 0.0,
-        frac_over_budget=over_budget / elements if elements else 0.0,
+        p99_ulp_error=p99,
+        frac_over_budget=totals.over_budget / elements if elements else 0.0,
         ulp_budget=float(outputs[0][3]) if outputs else np.nan,
-        bitwise_equal_frac=equal / elements if elements else 1.0,
-        nonfinite_mismatches=nonfinite,
-        worst=tuple(_worst_element(prepared, item) for item in worst),
-        over_budget=over_budget,
+        bitwise_equal_frac=totals.equal / elements if elements else 1.0,
+        nonfinite_mismatches=totals.nonfinite,
+        worst=tuple(_worst_element(prepared, item) for item in totals.worst),
+        over_budget=totals.over_budget,
     )
 
 
 def _worst_element(prepared, item):
     """Build the `WorstElement` of a merged ``(ulp, -output, -flat_index, abs, rel)`` entry."""
     ulp, negative_output, negative_index, abs_error, rel_error = item
-    output_name, actual, reference = prepared[-negative_output][:3]
-    flat_index = -negative_index
+    output = prepared[-negative_output]
+    row, column = divmod(-negative_index, output.actual_rows.shape[1])
+    index = []
+    remainder = -negative_index
+    for size in reversed(output.actual.shape):
+        remainder, position = divmod(remainder, size)
+        index.append(position)
     return WorstElement(
-        output=output_name,
-        index=tuple(int(i) for i in np.unravel_index(flat_index, actual.shape)),
-        actual=float(to_float64(actual.reshape(-1)[flat_index])),
-        reference=float(np.asarray(reference).reshape(-1)[flat_index]),
+        output=output.name,
+        index=tuple(reversed(index)),
+        actual=float(output.actual_rows[row, column]),
+        reference=float(output.reference_rows[row, column]),
         ulp_error=ulp, abs_error=abs_error, rel_error=rel_error,
     )
 

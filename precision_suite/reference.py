@@ -12,8 +12,13 @@ import threading
 
 import numpy as np
 
-from precision_suite.dtypes import round_to_dtype, to_float64
-from precision_suite.metrics import decode_float64, default_block_rows
+from precision_suite import fused as fused_kernels
+from precision_suite.dtypes import dtype_name, finfo, round_to_dtype, to_float64
+from precision_suite.metrics import FUSED_BLOCK_ELEMENTS, decode_float64, default_block_rows, use_fused
+
+# The fused kernel sums squares in float64, exact only for these dtypes; float64 inputs keep
+# the math.fsum path.
+_FUSED_DTYPES = ("float16", "bfloat16", "float32")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +37,7 @@ class Reference:
     residual_out: np.ndarray | None
 
 
-def rms_norm_float64(x, weight, eps, block_rows=None, threads=1):
+def rms_norm_float64(x, weight, eps, block_rows=None, threads=1, fused=None):
     """Compute ``x / sqrt(mean(x**2) + eps) * weight`` over the last axis in float64.
 
     Parameters
@@ -48,6 +53,9 @@ def rms_norm_float64(x, weight, eps, block_rows=None, threads=1):
         ``metrics.BLOCK_ELEMENTS`` elements' worth of rows.
     threads : int
         Threads that process blocks in parallel. The result is the same for any value.
+    fused : bool, optional
+        Use the Numba kernel for float16, bfloat16 and float32 inputs; by default when
+        Numba can be imported. Both paths give the same bits.
 
     Returns
     -------
@@ -59,21 +67,53 @@ def rms_norm_float64(x, weight, eps, block_rows=None, threads=1):
     weight64 = to_float64(weight)
     out = np.empty(rows.shape, dtype=np.float64)
     scratch = _Scratch()
+    fused = use_fused(fused, [rows.dtype], _FUSED_DTYPES)
 
     def normalize(start, stop):
         block = rows[start:stop]
+        if fused and _fused_rows(block, None, weight64, eps, out[start:stop], None):
+            return
         decoded = scratch.decode(block)
-        _normalize_rows(decoded, weight64, eps, block.dtype != np.float64, out[start:stop])
+        _normalize_rows(decoded, weight64, eps, block.dtype != np.float64, out[start:stop], scratch)
 
-    _run_blocks(normalize, rows.shape[0], default_block_rows(hidden) if block_rows is None else block_rows, threads)
+    _run_blocks(normalize, rows.shape[0], _block_rows(hidden, block_rows, fused), threads)
     return out.reshape(x.shape)
 
 
-def _normalize_rows(block, weight64, eps, exact_squares, out):
-    """Write the normalized float64 ``block`` times ``weight64`` into ``out``; ``block`` is overwritten."""
+def _block_rows(hidden, block_rows, fused):
+    """Return ``block_rows`` or the default rows per block of the chosen path."""
+    if block_rows is not None:
+        return block_rows
+    return default_block_rows(hidden, FUSED_BLOCK_ELEMENTS if fused else None)
+
+
+def _fused_rows(x_rows, residual_rows, weight64, eps, out, residual_out):
+    """Write a block's reference with the Numba kernel; return False when NumPy must redo it."""
+    name = dtype_name(x_rows.dtype)
+    info = finfo(name)
+    mantissa_bits = int(info.nmant)
+    highest_exponent = int(info.maxexp) - 1
+    overflow = float(info.max) + math.ldexp(1.0, highest_exponent - mantissa_bits - 1)
+    bits = np.dtype(f"u{x_rows.dtype.itemsize}")
+    x_bits = np.ascontiguousarray(x_rows).view(bits)
+    has_residual = residual_rows is not None
+    residual_bits = np.ascontiguousarray(residual_rows).view(bits) if has_residual else x_bits
+    return fused_kernels.reference_rows(
+        x_bits, residual_bits, has_residual, fused_kernels.DTYPE_CODES[name], weight64, float(eps), overflow,
+        np.float64(info.smallest_normal).view(np.uint64), math.ldexp(1.0, 52 - mantissa_bits),
+        out, out if residual_out is None else residual_out)
+
+
+def _normalize_rows(block, weight64, eps, exact_squares, out, scratch):
+    """Write the normalized float64 ``block`` times ``weight64`` into ``out``; ``block`` is overwritten.
+
+    The squares of float16, bfloat16 and float32 values are summed with ``numpy.add.reduce``
+    (pairwise summation), whose order the fused kernel repeats bit for bit.
+    """
     hidden = block.shape[1]
     if exact_squares:
-        mean_square = np.einsum("ij,ij->i", block, block) / hidden
+        squares = np.multiply(block, block, out=scratch.squares(block.size).reshape(block.shape))
+        mean_square = np.add.reduce(squares, axis=1) / hidden
     else:
         mean_square = _float64_mean_square(block)
     inverse_rms = 1.0 / np.sqrt(mean_square + eps)
@@ -90,6 +130,12 @@ class _Scratch(threading.local):
             self.floats = [np.empty(block.size, np.float64) for _ in range(2)]
             self.words = np.empty(block.size, np.uint32)
         return decode_float64(np.ascontiguousarray(block), self.floats[slot][:block.size], self.words)
+
+    def squares(self, size):
+        if getattr(self, "squares_size", 0) < size:
+            self.squares_size = size
+            self.squares_buffer = np.empty(size, np.float64)
+        return self.squares_buffer[:size]
 
 
 def _run_blocks(function, rows, block_rows, threads):
@@ -121,15 +167,17 @@ def _float64_mean_square(block):
     return sums / block.shape[1]
 
 
-def compute_reference(spec, inputs, block_rows=None, threads=1):
+def compute_reference(spec, inputs, block_rows=None, threads=1, fused=None):
     """Return the float64 `Reference` for a case's rounded inputs.
 
     With a residual, the rounded sum and the output are made in one pass over row blocks,
     so no full-size float64 temporary beyond ``out`` and ``residual_out`` exists.
-    ``block_rows`` and ``threads`` are as in `rms_norm_float64` and never change the result.
+    ``block_rows``, ``threads`` and ``fused`` are as in `rms_norm_float64` and never change
+    the result.
     """
     if inputs.residual is None:
-        out = rms_norm_float64(inputs.x, inputs.weight, spec.eps, block_rows=block_rows, threads=threads)
+        out = rms_norm_float64(inputs.x, inputs.weight, spec.eps, block_rows=block_rows, threads=threads,
+                               fused=fused)
         return Reference(out=out, residual_out=None)
 
     hidden = inputs.x.shape[-1]
@@ -139,14 +187,18 @@ def compute_reference(spec, inputs, block_rows=None, threads=1):
     out = np.empty(x_rows.shape, dtype=np.float64)
     residual_out = np.empty(x_rows.shape, dtype=np.float64)
     scratch = _Scratch()
+    fused = use_fused(fused, [x_rows.dtype], _FUSED_DTYPES)
 
     def add_and_normalize(start, stop):
+        if fused and _fused_rows(x_rows[start:stop], residual_rows[start:stop], weight64, spec.eps,
+                                 out[start:stop], residual_out[start:stop]):
+            return
         summed = scratch.decode(x_rows[start:stop])
         np.add(summed, scratch.decode(residual_rows[start:stop], slot=1), out=summed)
         rounded = round_to_dtype(summed, spec.dtype)
         decode_float64(rounded, residual_out[start:stop])
         block = scratch.decode(rounded)
-        _normalize_rows(block, weight64, spec.eps, rounded.dtype != np.float64, out[start:stop])
+        _normalize_rows(block, weight64, spec.eps, rounded.dtype != np.float64, out[start:stop], scratch)
 
-    _run_blocks(add_and_normalize, x_rows.shape[0], default_block_rows(hidden) if block_rows is None else block_rows, threads)
+    _run_blocks(add_and_normalize, x_rows.shape[0], _block_rows(hidden, block_rows, fused), threads)
     return Reference(out=out.reshape(inputs.x.shape), residual_out=residual_out.reshape(inputs.x.shape))

@@ -19,6 +19,7 @@ from precision_suite.dtypes import dtype_name, numpy_dtype
 from precision_suite.errors import BackendUnavailable, ResourceLimitError
 from precision_suite.inputs import make_inputs
 from precision_suite.messages import format_failure
+from precision_suite import metrics
 from precision_suite.metrics import measure
 from precision_suite.reference import compute_reference
 from precision_suite.spec import CaseSpec
@@ -30,6 +31,10 @@ ERROR = "error"
 
 # Environment variable that overrides the memory limit for one case, in bytes.
 MEMORY_LIMIT_VARIABLE = "PRECISION_SUITE_MEMORY_LIMIT"
+# Seconds a reading of MemAvailable is reused, so small cases do not each read /proc/meminfo.
+MEMINFO_MAX_AGE_S = 1.0
+
+_meminfo_cache = {"read_at": -math.inf, "limit": math.inf}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,8 +125,11 @@ class CaseResult:
 def estimate_case_bytes(spec, backends=1):
     """Estimate the peak bytes one case needs while one backend's output is measured.
 
-    Counts the inputs, one backend's outputs, the float64 reference, the float32 ULP array
-    of each compared output, and the float64 temporaries of one block of rows.
+    Counts the inputs, one backend's outputs, the float64 reference and the block buffers
+    of one thread: the larger of the NumPy path's float64 temporaries and the fused
+    kernel's candidate buffer. It adds the 99th percentile candidates, which
+    `metrics.measure` compacts to at most twice the top 1% plus two blocks and copies once
+    while it does.
     """
     elements = spec.num_elements
     item = numpy_dtype(spec.dtype).itemsize
@@ -129,9 +137,10 @@ def estimate_case_bytes(spec, backends=1):
     inputs = elements * item * outputs + spec.hidden_size * item
     backend_outputs = elements * item * outputs * max(1, backends)
     reference = elements * 8 * outputs
-    ulp_arrays = elements * 4 * outputs
-    block = 256 * spec.hidden_size * 8 * 6
-    return inputs + backend_outputs + reference + ulp_arrays + block
+    block = max(metrics.BLOCK_ELEMENTS * 8 * 6, metrics.FUSED_BLOCK_ELEMENTS * 8)
+    top_count = math.ceil(elements * outputs * (1 - metrics.P99_QUANTILE)) + 1
+    p99_candidates = 2 * (2 * top_count + metrics.BLOCK_ELEMENTS + metrics.FUSED_BLOCK_ELEMENTS) * 8
+    return inputs + backend_outputs + reference + block + p99_candidates
 
 
 def memory_limit_bytes():
@@ -139,6 +148,15 @@ def memory_limit_bytes():
     override = os.environ.get(MEMORY_LIMIT_VARIABLE)
     if override:
         return int(float(override))
+    now = time.monotonic()
+    if now - _meminfo_cache["read_at"] > MEMINFO_MAX_AGE_S:
+        _meminfo_cache["limit"] = _read_memory_limit()
+        _meminfo_cache["read_at"] = now
+    return _meminfo_cache["limit"]
+
+
+def _read_memory_limit():
+    """Return 80% of MemAvailable from /proc/meminfo, in bytes."""
     try:
         with open("/proc/meminfo", encoding="ascii") as stream:
             for line in stream:

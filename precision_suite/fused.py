@@ -1,0 +1,384 @@
+"""Fused Numba kernels for the reference and the metrics, one pass over each row.
+
+The NumPy code in `precision_suite.metrics` and `precision_suite.reference` makes about 25
+passes over each block. These kernels decode, compute and reduce a row in one loop, and
+they release the GIL, so threads over row blocks run in parallel. They follow the NumPy code
+operation for operation, so both give the same bits:
+
+- Row sums use NumPy's pairwise summation (`pairwise_sum`), the order that
+  ``numpy.add.reduce`` uses along a contiguous axis.
+- Only finite values take the fused path. A block with a non-finite input, output or
+  overflowing reference is declined (the kernel returns False) and the caller measures it
+  with NumPy, which settles those values by the rules in the metrics module's Notes.
+
+`AVAILABLE` is False when Numba cannot be imported or ``NUMBA_DISABLE_JIT`` is set; the
+callers then use NumPy alone. Kernels are compiled on first use for each input width and
+cached in ``__pycache__`` (``cache=True``), so later processes load them from disk.
+"""
+
+import math
+
+import numpy as np
+
+try:
+    import numba
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
+except ImportError:  # pragma: no cover - exercised only where Numba is not installed
+    numba = None
+
+# Dtype codes passed to the kernels, which read every input as its unsigned bit pattern.
+FLOAT16, BFLOAT16, FLOAT32, FLOAT64 = 0, 1, 2, 3
+DTYPE_CODES = {"float16": FLOAT16, "bfloat16": BFLOAT16, "float32": FLOAT32, "float64": FLOAT64}
+
+# Index of each figure in the `measure_rows` result arrays.
+MAX_ULP, MAX_ABS, MAX_REL = 0, 1, 2
+EQUAL, OVER_BUDGET, ABOVE_COUNT_THRESHOLD, AT_COUNT_THRESHOLD, CANDIDATES, WORST = 0, 1, 2, 3, 4, 5
+WORST_COUNT = 5
+
+AVAILABLE = numba is not None and not numba.config.DISABLE_JIT
+
+
+def _unavailable(*args, **kwargs):
+    raise RuntimeError("the fused kernels need Numba; check fused.AVAILABLE before calling them")
+
+
+if AVAILABLE:
+    _SIGN = np.uint64(1 << 63)
+    _MAGNITUDE = np.uint64((1 << 63) - 1)
+    _EXPONENT = np.uint64(0x7FF << 52)
+
+    @intrinsic
+    def _as_float64(typingctx, bits):
+        """Reinterpret uint64 bits as a float64."""
+        if bits != types.uint64:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.DoubleType())
+
+        return types.float64(types.uint64), codegen
+
+    @intrinsic
+    def _as_bits(typingctx, value):
+        """Reinterpret a float64 as its uint64 bits."""
+        if value != types.float64:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.IntType(64))
+
+        return types.uint64(types.float64), codegen
+
+    @intrinsic
+    def _as_float32(typingctx, bits):
+        """Reinterpret the low 32 bits of an unsigned integer as a float32."""
+        if not isinstance(bits, types.Integer) or bits.signed or bits.bitwidth < 32:
+            return None
+
+        def codegen(context, builder, signature, args):
+            low = args[0] if bits.bitwidth == 32 else builder.trunc(args[0], ir.IntType(32))
+            return builder.bitcast(low, ir.FloatType())
+
+        return types.float32(bits), codegen
+
+    _jit = numba.njit(nogil=True, cache=True, error_model="numpy")
+
+    @_jit
+    def _half_to_float64(half):
+        """Decode float16 bits (in a uint64) exactly; NaN payloads are kept, as in NumPy's cast."""
+        sign = (half & np.uint64(0x8000)) << np.uint64(48)
+        exponent = (half >> np.uint64(10)) & np.uint64(0x1F)
+        mantissa = half & np.uint64(0x3FF)
+        if exponent == 0:
+            # Subnormals and zero: mantissa * 2**-24 is exact in float64.
+            return _as_float64(_as_bits(np.float64(mantissa) * 2.0**-24) | sign)
+        if exponent == 31:
+            return _as_float64(sign | _EXPONENT | (mantissa << np.uint64(42)))
+        return _as_float64(sign | ((exponent + np.uint64(1008)) << np.uint64(52)) | (mantissa << np.uint64(42)))
+
+    @_jit
+    def decode_row(bits, code, out):
+        """Decode one row of bit patterns of dtype ``code`` into the float64 array ``out``."""
+        if code == BFLOAT16:
+            for j in range(out.size):
+                out[j] = np.float64(_as_float32(np.uint64(bits[j]) << np.uint64(16)))
+        elif code == FLOAT16:
+            for j in range(out.size):
+                out[j] = _half_to_float64(np.uint64(bits[j]))
+        elif code == FLOAT32:
+            for j in range(out.size):
+                out[j] = np.float64(_as_float32(np.uint64(bits[j])))
+        else:
+            for j in range(out.size):
+                out[j] = _as_float64(np.uint64(bits[j]))
+
+    @_jit
+    def _term(values, j, square):
+        value = values[j]
+        return value * value if square else value
+
+    @_jit
+    def _leaf_sum(values, start, count, square):
+        """Sum at most 128 values (or their squares) as NumPy's pairwise summation does at its leaves."""
+        if count < 8:
+            total = 0.0
+            for j in range(start, start + count):
+                total += _term(values, j, square)
+            return total
+        r0 = _term(values, start, square)
+        r1 = _term(values, start + 1, square)
+        r2 = _term(values, start + 2, square)
+        r3 = _term(values, start + 3, square)
+        r4 = _term(values, start + 4, square)
+        r5 = _term(values, start + 5, square)
+        r6 = _term(values, start + 6, square)
+        r7 = _term(values, start + 7, square)
+        stop = start + count - count % 8
+        j = start + 8
+        while j < stop:
+            r0 += _term(values, j, square)
+            r1 += _term(values, j + 1, square)
+            r2 += _term(values, j + 2, square)
+            r3 += _term(values, j + 3, square)
+            r4 += _term(values, j + 4, square)
+            r5 += _term(values, j + 5, square)
+            r6 += _term(values, j + 6, square)
+            r7 += _term(values, j + 7, square)
+            j += 8
+        total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while j < start + count:
+            total += _term(values, j, square)
+            j += 1
+        return total
+
+    @_jit
+    def _pairwise_sum(values, start, count, frames, partial, square):
+        """Sum like `pairwise_sum`, with caller-owned stack arrays of at least 64 rows.
+
+        With ``square`` it sums the squares of the values, each rounded to float64 as
+        NumPy's ``multiply`` would before ``add.reduce``.
+
+        The recursion of NumPy's code runs on an explicit stack because Numba cannot load a
+        recursive function from its on-disk cache. ``frames`` rows are (start, count, phase).
+        """
+        if count <= 128:
+            return _leaf_sum(values, start, count, square)
+        depth = 0
+        frames[0, 0] = start
+        frames[0, 1] = count
+        frames[0, 2] = 0
+        result = 0.0
+        returned = False
+        while True:
+            if returned:
+                if depth < 0:
+                    return result
+                if frames[depth, 2] == 1:
+                    # The left half is done: keep its sum and descend into the right half.
+                    partial[depth] = result
+                    frames[depth, 2] = 2
+                    half = frames[depth, 1] // 2
+                    half -= half % 8
+                    frames[depth + 1, 0] = frames[depth, 0] + half
+                    frames[depth + 1, 1] = frames[depth, 1] - half
+                    frames[depth + 1, 2] = 0
+                    depth += 1
+                    returned = False
+                else:
+                    result = partial[depth] + result
+                    depth -= 1
+                continue
+            length = frames[depth, 1]
+            if length <= 128:
+                result = _leaf_sum(values, frames[depth, 0], length, square)
+                depth -= 1
+                returned = True
+                continue
+            frames[depth, 2] = 1
+            half = length // 2
+            half -= half % 8
+            frames[depth + 1, 0] = frames[depth, 0]
+            frames[depth + 1, 1] = half
+            frames[depth + 1, 2] = 0
+            depth += 1
+
+    @_jit
+    def pairwise_sum(values, start, count):
+        """Sum ``values[start:start + count]`` in the order of NumPy's pairwise summation.
+
+        NumPy (``numpy/_core/src/umath/loops_utils.h.src``) adds fewer than 8 values in
+        order, up to 128 values in 8 interleaved partial sums, and splits longer runs at
+        half the length rounded down to a multiple of 8.
+        """
+        return _pairwise_sum(values, start, count, np.empty((64, 3), np.int64), np.empty(64), False)
+
+    @_jit
+    def _round_to_format(value, overflow, smallest_normal_bits, offset_scale):
+        """Round a float64 to the output dtype (round to nearest even) and return it as float64.
+
+        Adding and removing ``spacing * 2**52`` rounds the magnitude at the dtype's spacing,
+        the same trick as the metrics' fast path; values at or beyond ``overflow`` become
+        infinite and NaN stays NaN.
+        """
+        bits = _as_bits(value)
+        sign = bits & _SIGN
+        magnitude_bits = bits & _MAGNITUDE
+        magnitude = _as_float64(magnitude_bits)
+        if not magnitude < overflow:
+            if magnitude != magnitude:
+                return value
+            return _as_float64(sign | _EXPONENT)
+        offset = _as_float64(max(magnitude_bits, smallest_normal_bits) & _EXPONENT) * offset_scale
+        rounded = (magnitude + offset) - offset
+        return _as_float64(_as_bits(rounded) | sign)
+
+    @_jit
+    def reference_rows(x_bits, residual_bits, has_residual, code, weight, eps, overflow,
+                       smallest_normal_bits, offset_scale, out, residual_out):
+        """Write the RMSNorm reference of a block of float16, bfloat16 or float32 rows.
+
+        ``x_bits`` and ``residual_bits`` are the inputs' bit patterns, shaped
+        ``(rows, hidden)``. With ``has_residual``, ``residual_out`` receives ``x + residual``
+        rounded to the dtype and the norm reads that sum. Returns False, with the block
+        partly written, when a row has a non-finite value; the caller then recomputes the
+        block with NumPy.
+        """
+        rows, hidden = x_bits.shape
+        row = np.empty(hidden)
+        other = np.empty(hidden)
+        frames = np.empty((64, 3), np.int64)
+        partial = np.empty(64)
+        for i in range(rows):
+            decode_row(x_bits[i], code, row)
+            if has_residual:
+                decode_row(residual_bits[i], code, other)
+                for j in range(hidden):
+                    rounded = _round_to_format(row[j] + other[j], overflow, smallest_normal_bits, offset_scale)
+                    row[j] = rounded
+                    residual_out[i, j] = rounded
+            # Squares of these dtypes are exact in float64; a NaN or infinity makes the sum non-finite.
+            total = 0.0 + _pairwise_sum(row, 0, hidden, frames, partial, True)
+            if not total < math.inf:
+                return False
+            inverse_rms = 1.0 / math.sqrt(total / hidden + eps)
+            for j in range(hidden):
+                out[i, j] = row[j] * inverse_rms * weight[j]
+        return True
+
+    @_jit
+    def measure_rows(actual_bits, code, reference, reference_bits, budget, mantissa_bits, overflow,
+                     smallest_normal_bits, collect_threshold, count_threshold, worst_threshold,
+                     candidates, row_sums, worst_ulp, worst_position, worst_abs, worst_rel, maxima, counts):
+        """Measure a block of finite rows in one pass; see `precision_suite.metrics.measure`.
+
+        ``actual_bits`` holds the output's bit patterns and ``reference`` the float64
+        reference (``reference_bits`` is its uint64 view), both ``(rows, hidden)``. Writes
+        the ULP values above ``collect_threshold`` to ``candidates``, each row's pairwise
+        ULP sum to ``row_sums``, the `WORST_COUNT` largest ULP errors above
+        ``worst_threshold`` (ties to the lower position) to the ``worst_*`` arrays, and the
+        maxima and counts to ``maxima`` and ``counts`` at the indices named in this module.
+
+        Returns False when a value is NaN or infinite or a reference rounds to infinity;
+        the outputs are then incomplete and the caller measures the block with NumPy.
+        """
+        rows, hidden = actual_bits.shape
+        narrow = code != FLOAT64
+        # Reciprocal spacing 2**(mantissa_bits - e) from the biased exponent bits E = e + 1023.
+        reciprocal_base = np.uint64((2046 + mantissa_bits) << 52)
+        spacing_scale = 2.0 ** -mantissa_bits
+        offset_scale = 2.0 ** (52 - mantissa_bits)
+        decoded = np.empty(hidden)
+        ulp = np.empty(hidden)
+        frames = np.empty((64, 3), np.int64)
+        partial = np.empty(64)
+        max_ulp_bits = np.int64(0)
+        max_abs_bits = np.int64(0)
+        max_rel_bits = np.int64(0)
+        equal = 0
+        over_budget = 0
+        above = 0
+        at = 0
+        collected = 0
+        kept = 0
+
+        for i in range(rows):
+            decode_row(actual_bits[i], code, decoded)
+            row_max_bits = np.int64(0)
+            finite = True
+            reference_row = reference[i]
+            reference_bits_row = reference_bits[i]
+            actual_row = actual_bits[i]
+            for j in range(hidden):
+                reference_word = reference_bits_row[j]
+                magnitude_bits = reference_word & _MAGNITUDE
+                actual = decoded[j]
+                abs_error = abs(actual - reference_row[j])
+                finite &= (_as_float64(magnitude_bits) < overflow) & (abs_error < math.inf)
+                denominator_bits = max(magnitude_bits, smallest_normal_bits)
+                exponent_bits = denominator_bits & _EXPONENT
+                if narrow:
+                    # abs_error times an exact power of two equals abs_error / spacing.
+                    value = abs_error * _as_float64(reciprocal_base - exponent_bits)
+                    offset = _as_float64(exponent_bits) * offset_scale
+                    magnitude = _as_float64(magnitude_bits)
+                    rounded_bits = _as_bits((magnitude + offset) - offset) | (reference_word & _SIGN)
+                    equal += rounded_bits == _as_bits(actual)
+                else:
+                    value = abs_error / (_as_float64(exponent_bits) * spacing_scale)
+                    equal += reference_word == np.uint64(actual_row[j])
+                rel_error = abs_error / _as_float64(denominator_bits)
+                ulp[j] = value
+                # Non-negative float64 values order like their bit patterns, also as int64.
+                row_max_bits = max(row_max_bits, np.int64(_as_bits(value)))
+                max_abs_bits = max(max_abs_bits, np.int64(_as_bits(abs_error)))
+                max_rel_bits = max(max_rel_bits, np.int64(_as_bits(rel_error)))
+                over_budget += value > budget
+                above += value > count_threshold
+                at += value == count_threshold
+            if not finite:
+                return False
+
+            max_ulp_bits = max(max_ulp_bits, row_max_bits)
+            row_max = _as_float64(np.uint64(row_max_bits))
+            if row_max > collect_threshold:
+                for j in range(hidden):
+                    if ulp[j] > collect_threshold:
+                        candidates[collected] = ulp[j]
+                        collected += 1
+            if row_max > worst_threshold:
+                for j in range(hidden):
+                    value = ulp[j]
+                    if value > worst_threshold and (kept < WORST_COUNT or value > worst_ulp[WORST_COUNT - 1]):
+                        slot = 0
+                        while slot < kept and worst_ulp[slot] >= value:
+                            slot += 1
+                        last = min(kept, WORST_COUNT - 1)
+                        for moved in range(last, slot, -1):
+                            worst_ulp[moved] = worst_ulp[moved - 1]
+                            worst_position[moved] = worst_position[moved - 1]
+                            worst_abs[moved] = worst_abs[moved - 1]
+                            worst_rel[moved] = worst_rel[moved - 1]
+                        abs_error = abs(decoded[j] - reference[i, j])
+                        denominator = _as_float64(max(reference_bits[i, j] & _MAGNITUDE, smallest_normal_bits))
+                        worst_ulp[slot] = value
+                        worst_position[slot] = i * hidden + j
+                        worst_abs[slot] = abs_error
+                        worst_rel[slot] = abs_error / denominator
+                        kept = min(kept + 1, WORST_COUNT)
+            row_sums[i] = 0.0 + _pairwise_sum(ulp, 0, hidden, frames, partial, False)
+
+        maxima[MAX_ULP] = _as_float64(np.uint64(max_ulp_bits))
+        maxima[MAX_ABS] = _as_float64(np.uint64(max_abs_bits))
+        maxima[MAX_REL] = _as_float64(np.uint64(max_rel_bits))
+        counts[EQUAL] = equal
+        counts[OVER_BUDGET] = over_budget
+        counts[ABOVE_COUNT_THRESHOLD] = above
+        counts[AT_COUNT_THRESHOLD] = at
+        counts[CANDIDATES] = collected
+        counts[WORST] = kept
+        return True
+
+else:
+    decode_row = pairwise_sum = reference_rows = measure_rows = _unavailable
