@@ -112,3 +112,13 @@ def test_x_scale_scales_normal():
 def test_weight_distributions(w_dist, low, high):
     weight = to_float64(make_inputs(spec(w_dist=w_dist)).weight)
     assert low <= weight.min() and weight.max() <= high
+
+
+def test_large_scale_float16_inputs_stay_finite():
+    case = spec(dtype="float16", x_dist="outlier_channels", x_scale=1000.0, shape=(64, 128), residual=True)
+    inputs = make_inputs(case)
+    x = to_float64(inputs.x)
+    residual = to_float64(inputs.residual)
+    assert np.isfinite(x).all()
+    assert np.abs(x).max() <= 65504 / 2
+    assert np.isfinite(x + residual).all()
