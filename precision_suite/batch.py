@@ -47,7 +47,7 @@ class PairSummary:
 
     backend: str
     dtype: str
-    examples: int
+    cases: int
     passed: int
     failed: int
     errors: int
@@ -82,8 +82,12 @@ class Progress:
 
 
 def setup_logging(run_dir):
-    """Log to ``<run_dir>/run.log`` in addition to any existing handlers."""
-    handler = logging.FileHandler(run_dir.file(LOG_FILE), encoding="utf-8")
+    """Log to ``<run_dir>/run.log``, once per process; worker processes append to the same file."""
+    path = os.path.abspath(run_dir.file(LOG_FILE))
+    for existing in logger.handlers:
+        if isinstance(existing, logging.FileHandler) and existing.baseFilename == path:
+            return existing
+    handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(processName)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -98,6 +102,7 @@ def run_pair(task, progress=None):
     settings.load_profile(task.profile)
 
     run_dir = RunDirectory(task.out)
+    setup_logging(run_dir)
     backend = get_backend(task.backend)
     corpus_cases, _ = load_corpus(task.corpus_dir)
     finished = {
@@ -120,8 +125,8 @@ def run_pair(task, progress=None):
                           on_result=record, explicit_specs=[case.spec for case in corpus_cases],
                           finished=finished, raise_failure=False)
     logger.info("end %s %s: %d cases, %d failed, %d errors, %d unavailable", task.backend, task.dtype,
-                outcome.examples, outcome.failed, outcome.errors, outcome.unavailable)
-    return PairSummary(task.backend, task.dtype, outcome.examples, outcome.passed, outcome.failed, outcome.errors,
+                outcome.cases, outcome.failed, outcome.errors, outcome.unavailable)
+    return PairSummary(task.backend, task.dtype, outcome.cases, outcome.passed, outcome.failed, outcome.errors,
                        outcome.unavailable, outcome.failure_message, outcome.unavailable_reason,
                        time.monotonic() - started)
 
@@ -158,6 +163,6 @@ def run_pairs(tasks, workers=1, progress=None):
             summary = future.result()
             summaries[futures[future]] = summary
             if progress is not None:
-                progress.update(summary.examples, summary.failed + summary.errors,
+                progress.update(summary.cases, summary.failed + summary.errors,
                                 f"{summary.backend} {summary.dtype} finished", force=True)
     return summaries

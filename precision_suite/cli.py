@@ -14,11 +14,11 @@ import os
 import sys
 
 from precision_suite.backends import default_backend_names, get_backend, list_backends, planted_faults
-from precision_suite.backends.paddle_io import paddle_place
+from precision_suite.backends.paddle_io import check_device
 from precision_suite.budgets import budget_for
 from precision_suite.corpus import DEFAULT_CORPUS_DIR, load_case_file, load_corpus, save_case
 from precision_suite.dtypes import DTYPES, check_dtype
-from precision_suite.errors import BackendUnavailable, SpecError
+from precision_suite.errors import SpecError
 from precision_suite.messages import describe_case, repro_command
 from precision_suite.metrics import bitwise_equal, ulp_distance
 from precision_suite.results import RunDirectory, new_run_id
@@ -32,17 +32,10 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _check_device(device):
-    """Return ``device`` if Paddle can use it here; raise `SpecError` saying why not."""
-    if device == "cpu":
-        return device
-    if not device.startswith("gpu"):
-        raise SpecError(f"--device: invalid value {device!r}; expected cpu, gpu or gpu:N")
-    try:
-        paddle_place(device)
-    except BackendUnavailable as error:
-        raise SpecError(f"--device {device}: no usable GPU on this machine: {error}") from None
-    return device
+def _check_seed(seed):
+    if seed < 0:
+        raise SpecError(f"--seed: invalid value {seed}; expected a whole number >= 0")
+    return seed
 
 
 def _backend_names(names):
@@ -86,6 +79,8 @@ def resolve_case(text, corpus_dir=DEFAULT_CORPUS_DIR, run_dirs=("reports",)):
         return CaseSpec.from_json(text)
     if os.path.isfile(text):
         return load_case_file(text).spec
+    if text.endswith(".json") or os.sep in text:
+        raise SpecError(f"case: file {text!r} not found; pass an existing corpus file, spec JSON or a case id")
 
     corpus_cases, _ = load_corpus(corpus_dir)
     for case in corpus_cases:
@@ -102,39 +97,63 @@ def resolve_case(text, corpus_dir=DEFAULT_CORPUS_DIR, run_dirs=("reports",)):
 # Subcommands
 
 
+def _run_settings(args):
+    """Return the validated settings of ``run`` as a dict; nothing is written yet.
+
+    Raises
+    ------
+    SpecError
+        For invalid options, a ``--resume`` folder without a run, or an ``--out`` folder that
+        already contains one.
+    """
+    if args.resume:
+        run_dir = RunDirectory.existing(args.resume)
+        metadata = run_dir.read_metadata() if run_dir else {}
+        if not metadata:
+            raise SpecError(f"--resume: {args.resume} has no run.json; pass a directory written by precision-suite run")
+        settings = {
+            "path": run_dir.path, "run_id": metadata["run_id"], "profile": metadata.get("profile", args.profile),
+            "seed": metadata.get("seed", args.seed), "backends": args.backend or metadata.get("backends"),
+            "dtypes": args.dtype or metadata.get("dtypes"), "device": metadata.get("device", args.device),
+        }
+    else:
+        run_id = new_run_id()
+        path = args.out or os.path.join("reports", run_id)
+        existing = RunDirectory.existing(path)
+        if existing is not None and existing.read_metadata():
+            raise SpecError(f"--out: {path} already contains run {existing.run_id}; finish it with "
+                            f"--resume {path}, or pass a new folder")
+        settings = {"path": path, "run_id": run_id, "profile": args.profile, "seed": args.seed,
+                    "backends": args.backend, "dtypes": args.dtype, "device": args.device}
+
+    check_profile(settings["profile"])
+    _check_seed(settings["seed"])
+    settings["backends"] = _backend_names(settings["backends"])
+    settings["dtypes"] = _dtype_names(settings["dtypes"])
+    settings["device"] = check_device(settings["device"])
+    if args.workers < 1:
+        raise SpecError(f"--workers: invalid value {args.workers}; expected a whole number >= 1")
+    return settings
+
+
 def command_run(args):
     from precision_suite.batch import PairTask, Progress, run_pairs, setup_logging
     from precision_suite.environment import collect_environment
 
+    settings = _run_settings(args)
+    profile, run_seed, device = settings["profile"], settings["seed"], settings["device"]
+    backends, dtypes = settings["backends"], settings["dtypes"]
+    run_dir = RunDirectory(settings["path"])
     if args.resume:
-        run_dir = RunDirectory(args.resume)
-        metadata = run_dir.read_metadata()
-        if not metadata:
-            raise SpecError(f"--resume: {args.resume} has no run.json; pass a directory written by precision-suite run")
         run_dir.end_partial_line("cases")
-        profile = metadata.get("profile", args.profile)
-        run_seed = metadata.get("seed", args.seed)
-        backends = args.backend or metadata.get("backends")
-        dtypes = args.dtype or metadata.get("dtypes")
-        device = metadata.get("device", args.device)
-    else:
-        run_id = new_run_id()
-        run_dir = RunDirectory(args.out or os.path.join("reports", run_id))
-        profile, run_seed, backends, dtypes, device = args.profile, args.seed, args.backend, args.dtype, args.device
-
-    check_profile(profile)
-    backends = _backend_names(backends)
-    dtypes = _dtype_names(dtypes)
-    device = _check_device(device)
-    if args.workers < 1:
-        raise SpecError(f"--workers: invalid value {args.workers}; expected a whole number >= 1")
 
     corpus_cases, corpus_errors = load_corpus(args.corpus)
     for error in corpus_errors:
         print(f"precision-suite: error: {error}", file=sys.stderr)
 
-    run_id = run_dir.start(profile=profile, seed=run_seed, device=device, backends=backends, dtypes=dtypes,
-                           command="precision-suite run", environment=collect_environment())
+    run_id = run_dir.start(run_id=settings["run_id"], profile=profile, seed=run_seed, device=device,
+                           backends=backends, dtypes=dtypes, command="precision-suite run",
+                           environment=collect_environment())
     run_dir.write_metadata(complete=False)
     setup_logging(run_dir)
     print(f"run {run_id}: profile {profile}, device {device}, {len(backends)} backends x {len(dtypes)} dtypes, "
@@ -167,6 +186,9 @@ def command_run(args):
     print(f"tables written to {run_dir.path}")
 
     failed = any(summary.failed or summary.errors for summary in summaries)
+    if corpus_errors:
+        print(f"precision-suite: error: {len(corpus_errors)} corpus file(s) in {args.corpus} failed to load "
+              "(listed at the start); fix or remove them", file=sys.stderr)
     return EXIT_FAILED if failed or corpus_errors else EXIT_OK
 
 
@@ -187,7 +209,7 @@ def command_repro(args):
     from precision_suite.runner import output_digest, run_backend
 
     spec = resolve_case(args.case, args.corpus, [args.run] if args.run else ["reports"])
-    device = _check_device(args.device)
+    device = check_device(args.device)
     names = args.backend or default_backend_names()
     results = [run_backend(spec, get_backend(name), device, keep_output=True) for name in _backend_names(names)]
 
@@ -249,7 +271,12 @@ def command_mutants(args):
     from precision_suite.results import write_csv_atomic
 
     check_profile(args.profile)
+    _check_seed(args.seed)
+    device = check_device(args.device)
     dtypes = _dtype_names(args.dtype)
+    corpus_cases, corpus_errors = load_corpus(args.corpus)
+    for error in corpus_errors:
+        print(f"precision-suite: error: {error}", file=sys.stderr)
     faults = planted_faults()
     if args.fault:
         faults = [get_backend(name) for name in args.fault]
@@ -259,8 +286,8 @@ def command_mutants(args):
         where = f"by {result.dtype} case {result.case_id} ({result.status})" if result.killed else ""
         print(f"{result.fault:34} {verdict:8} after {result.examples:4d} examples {where}", flush=True)
 
-    table = hunt_all(faults, profile=args.profile, dtypes=dtypes, device=args.device, run_seed=args.seed,
-                     on_result=show)
+    table = hunt_all(faults, profile=args.profile, dtypes=dtypes, device=device, run_seed=args.seed,
+                     explicit_specs=[case.spec for case in corpus_cases], on_result=show)
     survived = table[~table["killed"]]
     print(f"\n{len(table) - len(survived)} of {len(table)} planted faults killed with the {args.profile} profile")
     if args.out:
@@ -337,6 +364,8 @@ def build_parser():
     mutants.add_argument("--device", default="cpu", help="device (default: cpu)")
     mutants.add_argument("--seed", type=int, default=0, help="seed of Hypothesis' generation (default: 0)")
     mutants.add_argument("--out", help="folder for mutants.csv (default: print only)")
+    mutants.add_argument("--corpus", default=DEFAULT_CORPUS_DIR,
+                         help=f"regression corpus replayed before the generated cases (default: {DEFAULT_CORPUS_DIR})")
     mutants.set_defaults(handler=command_mutants)
 
     _add_module_parser(subparsers, "report", "write index.html for a run directory", "precision_suite.report.command")
@@ -355,6 +384,10 @@ def main(argv=None):
     except SpecError as error:
         print(f"precision-suite: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader of a pipe (head, less) closed it; stop quietly like other command-line tools.
+        sys.stderr.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":

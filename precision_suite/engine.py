@@ -28,6 +28,8 @@ class DriveOutcome:
     ----------
     examples : int
         Cases checked, repeats and shrinking included; each distinct case runs once.
+    cases : int
+        Distinct cases, resumed ones included: the rows this backend and dtype have.
     first_failure_at : int or None
         1-based number of the case that failed first.
     first_failure : CaseResult or None
@@ -41,7 +43,8 @@ class DriveOutcome:
     backend: str
     dtype: str
     examples: int = 0
-    passed: int = 0
+    cases: int = 0
+    passed: int = 0  # this and the next three count distinct cases
     failed: int = 0
     errors: int = 0
     unavailable: int = 0
@@ -50,9 +53,15 @@ class DriveOutcome:
     failure_message: str = ""
     unavailable_reason: str = ""
 
-    def count(self, result):
-        """Add one result to the counts."""
+    def count(self, result, repeat=False):
+        """Add one checked case; a ``repeat`` of a case already counted adds to ``examples`` only."""
         self.examples += 1
+        if result.status in (FAILED, ERROR) and self.first_failure_at is None:
+            self.first_failure_at = self.examples
+            self.first_failure = result
+        if repeat:
+            return
+
         if result.status == PASSED:
             self.passed += 1
         elif result.status == FAILED:
@@ -64,14 +73,11 @@ class DriveOutcome:
             # The reason without a residual is the kernel's own; keep it over the residual add's.
             if not self.unavailable_reason or not result.spec.residual:
                 self.unavailable_reason = result.message
-        if result.status in (FAILED, ERROR) and self.first_failure_at is None:
-            self.first_failure_at = self.examples
-            self.first_failure = result
 
     @property
     def all_unavailable(self):
         """True when cases ran and every one of them was unavailable."""
-        return self.examples > 0 and self.unavailable == self.examples
+        return self.examples > 0 and self.unavailable == self.passed + self.failed + self.errors + self.unavailable
 
 
 def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=None, explicit_specs=(),
@@ -113,6 +119,7 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
     # Results by case id: Hypothesis can draw one spec twice (and shrinking replays a failure),
     # and each case is run and recorded once.
     seen = dict(finished or {})
+    counted = set()
 
     def check_case(spec):
         result = seen.get(spec.case_id)
@@ -121,7 +128,8 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
             seen[spec.case_id] = result
             if on_result is not None:
                 on_result(result)
-        outcome.count(result)
+        outcome.count(result, repeat=spec.case_id in counted)
+        counted.add(spec.case_id)
 
         # A resumed run must call target() exactly as the first run did, or Hypothesis
         # generates a different sequence of cases.
@@ -150,6 +158,8 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
         outcome.failure_message = str(failure)
         if raise_failure:
             raise failure from None
+    finally:
+        outcome.cases = len(seen)
     return outcome
 
 

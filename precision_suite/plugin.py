@@ -10,7 +10,7 @@ import os
 import pytest
 
 from precision_suite.backends import default_backend_names, get_backend
-from precision_suite.backends.paddle_io import GPU_COUNT_VARIABLE, GPU_INDEX_VARIABLE
+from precision_suite.backends.paddle_io import GPU_COUNT_VARIABLE, GPU_INDEX_VARIABLE, check_device
 from precision_suite.corpus import DEFAULT_CORPUS_DIR, load_corpus
 from precision_suite.dtypes import DTYPES, check_dtype
 from precision_suite.environment import collect_environment
@@ -54,9 +54,21 @@ def _selected(config):
     return backends, dtypes
 
 
+def _check_options(config):
+    """Raise `pytest.UsageError` for an unusable device or a negative seed, before any test runs."""
+    if config.getoption("precision_seed") < 0:
+        raise pytest.UsageError(f"--precision-seed: invalid value {config.getoption('precision_seed')}; "
+                                "expected a whole number >= 0")
+    try:
+        check_device(config.getoption("precision_device"), option="--precision-device")
+    except SpecError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "precision: generated precision cases that write rows to the run's tables")
     _selected(config)
+    _check_options(config)
 
     if _is_worker(config):
         run_id = config.workerinput["precision_run_id"]

@@ -210,3 +210,71 @@ def test_worker_gpu_assignment(monkeypatch):
     monkeypatch.setenv("PRECISION_SUITE_GPU", "0")
     _claim_gpu(queue)
     assert os.environ["PRECISION_SUITE_GPU"] == "1"
+
+
+def test_out_with_existing_run_rejected(tmp_path):
+    out = tmp_path / "run"
+    arguments = ["run", "--backend", "paddle_composite", "--dtype", "float16", "--corpus", str(tmp_path / "none")]
+    assert main([*arguments, "--out", str(out)]) == 0
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
+
+    completed = cli(*arguments, "--out", str(out))
+    assert_usage_error(completed, f"--out: {out} already contains run {run_id}; finish it with --resume {out}")
+    assert json.loads((out / "run.json").read_text())["run_id"] == run_id
+
+
+def test_run_folder_named_by_run_id(tmp_path):
+    completed = cli("run", "--backend", "paddle_composite", "--dtype", "float16", "--corpus", "none", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    (folder,) = os.listdir(tmp_path / "reports")
+    assert json.loads((tmp_path / "reports" / folder / "run.json").read_text())["run_id"] == folder
+    assert f"run {folder}:" in completed.stderr
+
+
+@pytest.mark.parametrize("bad", [["--dtype", "fp8"], ["--backend", "nosuch"], ["--seed", "-1"], ["--workers", "0"]])
+def test_bad_run_option_writes_nothing(tmp_path, bad):
+    out = tmp_path / "never"
+    completed = cli("run", *bad, "--out", str(out))
+    assert completed.returncode == 2
+    assert not out.exists()
+
+
+def test_negative_seed_rejected():
+    assert_usage_error(cli("run", "--seed", "-1", "--out", "unused"), "--seed: invalid value -1; expected a whole number >= 0")
+
+
+def test_repro_missing_file():
+    assert_usage_error(cli("repro", "/nonexistent/case.json"), "case: file '/nonexistent/case.json' not found")
+
+
+def test_corpus_error_named_again_at_end(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "bad.json").write_text("{")
+    completed = cli("run", "--backend", "paddle_composite", "--dtype", "float32", "--out", str(tmp_path / "run"),
+                    "--corpus", str(corpus))
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines()[-1] == (
+        f"precision-suite: error: 1 corpus file(s) in {corpus} failed to load (listed at the start); "
+        "fix or remove them")
+
+
+def test_pytest_gpu_device_without_gpu_is_usage_error(tmp_path):
+    paddle = pytest.importorskip("paddle")
+    if paddle.is_compiled_with_cuda():
+        pytest.skip("this Paddle has CUDA")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    completed = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--precision-device", "gpu",
+                                "--precision-out", str(tmp_path), os.path.join(root, "cases", "test_rms_norm.py")],
+                               capture_output=True, text=True, cwd=root, timeout=300)
+    assert completed.returncode == 4
+    assert "--precision-device gpu: no usable GPU on this machine" in completed.stderr
+
+
+def test_run_log_has_worker_lines(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--backend", "paddle_composite", "--dtype", "float16", "--dtype", "float32", "--workers", "2",
+                 "--out", str(out), "--corpus", str(tmp_path / "none")]) == 0
+    log = (out / "run.log").read_text()
+    assert log.count("start paddle_composite") == 2
+    assert log.count("end paddle_composite") == 2

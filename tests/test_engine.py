@@ -45,7 +45,7 @@ def test_finished_cases_not_rerun(ci_profile):
 
     assert not {result.spec.case_id for result in second} & set(finished)
     assert {result.spec.case_id for result in second} | set(finished) == {result.spec.case_id for result in first}
-    assert outcome.passed == outcome.examples
+    assert outcome.passed == outcome.cases
 
 
 def test_explicit_specs_run_first(ci_profile):

@@ -36,7 +36,7 @@ def test_fault_killed_by_ci_profile(fault):
 def test_correct_kernel_passes_ci_profile(name, dtype):
     outcome = drive_cases(get_backend(name), dtype, profile="ci", raise_failure=False)
     assert outcome.failure_message == ""
-    assert outcome.passed == outcome.examples
+    assert outcome.passed == outcome.cases
 
 
 def test_hunt_all_table():

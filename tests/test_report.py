@@ -908,3 +908,26 @@ def test_worst_case_per_backend_and_dtype():
     worst = worst_per_backend_dtype(cases)
     assert list(worst["case_id"]) == ["x2", "x3"]
     assert list(worst["dtype"]) == ["float16", "float32"]
+
+
+def test_missing_pairs_of_interrupted_run(tmp_path):
+    from precision_suite.backends import get_backend
+    from precision_suite.report.data import load_run
+    from precision_suite.report.page import missing_pairs, render_report
+    from precision_suite.results import RunDirectory
+    from precision_suite.runner import run_backend
+    from precision_suite.spec import CaseSpec
+
+    run_dir = RunDirectory(tmp_path / "killed")
+    run_dir.start(backends=["paddle_composite", "paddle_fused"], dtypes=["float16", "float32"])
+    spec = CaseSpec(op="rms_norm", shape=(2, 8), dtype="float16", eps=1e-5, x_dist="normal", w_dist="ones",
+                    residual=False, seed=1)
+    run_dir.append("cases", run_backend(spec, get_backend("paddle_composite")).row(run_dir.run_id))
+    run = load_run(run_dir.path)
+
+    missing = missing_pairs(run)
+    assert list(missing.itertuples(index=False, name=None)) == [
+        ("paddle_composite", "float32"), ("paddle_fused", "float16"), ("paddle_fused", "float32")]
+    page = render_report(run)
+    assert "Asked for but not started" in page
+    assert "Every backend ran every dtype" not in page

@@ -7,11 +7,12 @@ rounded in NumPy and handed over exactly.
 """
 
 import os
+import warnings
 
 import numpy as np
 
 from precision_suite.dtypes import dtype_name, numpy_dtype
-from precision_suite.errors import BackendUnavailable
+from precision_suite.errors import BackendUnavailable, SpecError
 
 # Environment variable that picks the GPU index for "gpu" (set per pytest-xdist worker).
 GPU_INDEX_VARIABLE = "PRECISION_SUITE_GPU"
@@ -21,6 +22,8 @@ GPU_COUNT_VARIABLE = "PRECISION_SUITE_GPU_COUNT"
 
 def import_paddle():
     """Import and return paddle, or raise `BackendUnavailable` saying how to install it."""
+    # Paddle warns on import when ccache is missing, which only matters for building extensions.
+    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
     try:
         import paddle
     except ImportError as error:
@@ -29,6 +32,27 @@ def import_paddle():
             "pip install -e '.[cpu]' or paddlepaddle-gpu from Paddle's CUDA wheel index"
         ) from None
     return paddle
+
+
+def check_device(device, option="--device"):
+    """Return ``device`` if Paddle can use it here, else raise `SpecError` saying why.
+
+    ``option`` is the flag the device came from, named at the start of the message.
+
+    Raises
+    ------
+    SpecError
+        For a name other than cpu, gpu or gpu:N, and for a GPU this machine does not have.
+    """
+    if device == "cpu":
+        return device
+    if not device.startswith("gpu") or not (device == "gpu" or device.removeprefix("gpu:").isdigit()):
+        raise SpecError(f"{option}: invalid value {device!r}; expected cpu, gpu or gpu:N")
+    try:
+        paddle_place(device)
+    except BackendUnavailable as error:
+        raise SpecError(f"{option} {device}: no usable GPU on this machine: {error}") from None
+    return device
 
 
 def paddle_place(device):

@@ -13,6 +13,7 @@ import time
 
 import pandas as pd
 
+from precision_suite.backends.paddle_io import check_device
 from precision_suite.e2e.config import DEFAULT_TOKENS, E2E_DTYPES, PRESETS, check_e2e_dtype, make_case
 from precision_suite.e2e.modes import MODES, get_mode
 from precision_suite.e2e.runner import (
@@ -125,11 +126,14 @@ def main(args):
     for name in modes:
         get_mode(name)
     dtypes = [check_e2e_dtype(name) for name in (args.dtype or ["bfloat16"])]
-    if args.device != "cpu" and not args.device.startswith("gpu"):
-        raise SpecError(f"--device: invalid value {args.device!r}; expected cpu, gpu or gpu:N")
+    check_device(args.device)
 
     run_id = new_run_id()
-    run_dir = RunDirectory(args.out or os.path.join("reports", run_id))
+    path = args.out or os.path.join("reports", run_id)
+    existing = RunDirectory.existing(path)
+    if existing is not None and "e2e.jsonl" in os.listdir(path):
+        raise SpecError(f"--out: {path} already contains e2e rows of run {existing.run_id}; pass a new folder")
+    run_dir = RunDirectory(path)
     run_id = run_dir.start(run_id=run_id, command="precision-suite e2e", device=args.device,
                            environment=collect_environment())
 

@@ -203,6 +203,27 @@ def unavailable_table(cases):
     return grouped[["backend", "dtype", "device", "cases", "reason"]]
 
 
+def missing_pairs(run):
+    """Return the backend and dtype pairs that ``run.json`` asked for and that have no rows yet."""
+    backends = run.metadata.get("backends") or []
+    dtypes = run.metadata.get("dtypes") or []
+    present = set()
+    if not run.cases.empty:
+        present = set(run.cases[["backend", "dtype"]].itertuples(index=False, name=None))
+    return pd.DataFrame([{"backend": backend, "dtype": dtype} for backend in backends for dtype in dtypes
+                         if (backend, dtype) not in present], columns=["backend", "dtype"])
+
+
+def _unavailable_section(run, labels, lang):
+    table = unavailable_table(run.cases)
+    missing = missing_pairs(run)
+    if missing.empty:
+        empty_text = labels["unavailable_none"] if run.complete else labels["unavailable_none_so_far"]
+        return render_table(table, lang, empty_text=empty_text)
+    return (render_table(table, lang, empty_text=labels["unavailable_none_so_far"])
+            + _subheading(labels["not_started"]) + render_table(missing, lang, table_id="not-started"))
+
+
 # Worst cases
 
 
@@ -436,7 +457,7 @@ def render_report(run, lang="en", comparison=None):
         ("comparison", labels["section_comparison"], _comparison_section(comparison, labels, lang)),
         ("summary", labels["section_summary"], _summary_section(run, labels, lang)),
         ("unavailable", labels["section_unavailable"],
-         render_table(unavailable_table(run.cases), lang, empty_text=labels["unavailable_none"])),
+         _unavailable_section(run, labels, lang)),
         ("worst-cases", labels["section_worst"], _worst_section(run, labels, lang)),
         ("plots", labels["section_plots"], _plots_section(run, labels)),
         ("e2e", labels["section_e2e"], _e2e_section(run, labels, lang)),
@@ -446,7 +467,7 @@ def render_report(run, lang="en", comparison=None):
     if other:
         sections.insert(-1, ("other-tables", labels["section_other_tables"], other))
 
-    title = f"{labels['title']} · {run.run_id}" + ("" if run.complete else " (incomplete)")
+    title = f"{labels['title']} · {run.run_id}" + ("" if run.complete else f" ({labels['incomplete_title']})")
     head = ('<meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             + element("title", escape_text(title))

@@ -59,7 +59,7 @@ def backend_colours(backends):
 def _panel_grid(count):
     columns = min(count, MAX_PANELS_PER_ROW)
     rows = math.ceil(count / columns)
-    figure = Figure(figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * rows))
+    figure = Figure(figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for extra in axes[count:]:
         extra.set_visible(False)
