@@ -41,7 +41,9 @@ def _run_and_record(run_dir, device, modes, dtype, qk_norm):
 @pytest.mark.parametrize("qk_norm", QK_NORM.values(), ids=QK_NORM.keys())
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", MODES)
-def test_glm4_moe_stack(mode, dtype, qk_norm, precision_run_dir, precision_device):
+def test_glm4_moe_stack(mode, dtype, qk_norm, precision_run_dir, precision_device, precision_dtypes):
+    if dtype not in precision_dtypes:
+        pytest.skip(f"{dtype} not selected with --precision-dtype")
     stack, rows, coverage_rows = _run_and_record(precision_run_dir, precision_device, [mode], dtype, qk_norm)
 
     message = failure_message(stack, rows, coverage_rows)
@@ -50,7 +52,9 @@ def test_glm4_moe_stack(mode, dtype, qk_norm, precision_run_dir, precision_devic
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("pair", MODE_PAIRS, ids=["-vs-".join(pair) for pair in MODE_PAIRS])
-def test_glm4_moe_mode_pair(pair, dtype, precision_run_dir, precision_device):
+def test_glm4_moe_mode_pair(pair, dtype, precision_run_dir, precision_device, precision_dtypes):
+    if dtype not in precision_dtypes:
+        pytest.skip(f"{dtype} not selected with --precision-dtype")
     stack, rows, _ = _run_and_record(precision_run_dir, precision_device, list(pair), dtype, qk_norm=True)
 
     pair_rows = [row for row in rows if row["kind"] == "mode_pair"]

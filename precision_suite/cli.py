@@ -240,8 +240,15 @@ def command_repro(args):
 
 def command_save(args):
     spec = resolve_case(args.case, args.corpus, [args.run] if args.run else ["reports"])
+    existing = {case.spec.case_id: case for case in load_corpus(args.corpus)[0]}.get(spec.case_id)
+    if existing is not None and not args.note:
+        print(f"case {spec.case_id} is already in the corpus at {existing.path}; kept its note: {existing.note}")
+        return EXIT_OK
+
     note = args.note or f"saved from the command line: {describe_case(spec)}"
     path = save_case(spec, note, args.corpus)
+    if existing is not None:
+        print(f"replaced the note of case {spec.case_id} (was: {existing.note})")
     print(f"saved case {spec.case_id} to {path}")
     print(f"rerun it with: {repro_command(spec)}")
     return EXIT_OK

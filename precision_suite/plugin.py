@@ -124,6 +124,12 @@ def precision_run_dir(pytestconfig):
 
 
 @pytest.fixture(scope="session")
+def precision_dtypes(pytestconfig):
+    """Dtypes selected with ``--precision-dtype`` (all of them by default)."""
+    return _selected(pytestconfig)[1]
+
+
+@pytest.fixture(scope="session")
 def precision_device(pytestconfig):
     """Device the backends run on: ``cpu``, ``gpu`` or ``gpu:N``."""
     return pytestconfig.getoption("precision_device")

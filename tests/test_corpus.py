@@ -68,3 +68,16 @@ def test_saved_case_round_trips_from_table_row(tmp_path, capsys):
     rerun = run_backend(cases[0].spec, NumpyBackend("exact"))
     assert rerun.row(run_dir.run_id) | {"duration_s": 0} == result.row(run_dir.run_id) | {"duration_s": 0}
     assert f"saved case {SPEC.case_id}" in capsys.readouterr().out
+
+
+def test_save_without_note_keeps_existing_note(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    save_case(SPEC, "guards constant rows", str(corpus))
+
+    assert main(["save", SPEC.to_json(), "--corpus", str(corpus)]) == 0
+    assert load_corpus(str(corpus))[0][0].note == "guards constant rows"
+    assert "kept its note: guards constant rows" in capsys.readouterr().out
+
+    assert main(["save", SPEC.to_json(), "--corpus", str(corpus), "--note", "new note"]) == 0
+    assert load_corpus(str(corpus))[0][0].note == "new note"
+    assert "replaced the note" in capsys.readouterr().out
