@@ -1,7 +1,7 @@
 """Run every selected backend and dtype of a profile outside pytest, with progress and resume.
 
 ``precision-suite run`` calls `run_pairs`. Each (backend, dtype) pair is one Hypothesis
-loop from `drive_cases`; with several workers the pairs run in separate processes that
+loop from `drive_cases`. With several workers the pairs run in separate processes, which
 append to the same run directory.
 """
 

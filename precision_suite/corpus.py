@@ -94,7 +94,7 @@ def save_case(spec, note, directory=DEFAULT_CORPUS_DIR):
     Raises
     ------
     SpecError
-        When the note is empty: every corpus case says what it guards.
+        When the note is empty, because every corpus case states what it guards.
     """
     if not note or not note.strip():
         raise SpecError("note: missing; say in one line what the case guards, with --note TEXT")

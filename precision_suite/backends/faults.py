@@ -244,7 +244,7 @@ class ResidualRoundedTwice(PlantedFault):
 class NormalizesUnroundedSum(PlantedFault):
     name = "fault_normalizes_unrounded_sum"
     kind = "residual"
-    description = "normalizes the exact residual sum although the contract says the rounded one"
+    description = "normalizes the exact residual sum where the contract normalizes the rounded one"
 
     def normalized_input(self, summed, residual_sum, dtype):
         return summed if residual_sum is None else self._exact_sum
