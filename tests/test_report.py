@@ -931,3 +931,11 @@ def test_missing_pairs_of_interrupted_run(tmp_path):
     page = render_report(run)
     assert "Asked for but not started" in page
     assert "Every backend ran every dtype" not in page
+
+
+def test_worst_cases_one_passing_case_per_pair():
+    rows = default_rows(fused_ulp=0.5, composite_ulp=1.9)
+    frame = pd.DataFrame(rows)
+    ordered = worst_cases(frame, count=100)
+    pairs = list(zip(ordered["backend"], ordered["dtype"]))
+    assert len(pairs) == len(set(pairs)) == 6

@@ -228,13 +228,19 @@ def _unavailable_section(run, labels, lang):
 
 
 def worst_cases(cases, count=WORST_CASE_COUNT):
-    """Return up to ``count`` rows: failures and errors first, then by max ULP error over budget."""
+    """Return up to ``count`` rows: every failure and error first, then passing cases by max ULP error over budget.
+
+    Passing cases are limited to the worst one per backend and dtype, so one backend's
+    near misses do not fill the list.
+    """
     rows = cases[cases["status"].isin(("passed", "failed", "error"))].copy()
     if rows.empty:
         return rows
     rows["_failing"] = rows["status"].isin(FAILING)
     rows["_ratio"] = (rows["max_ulp_error"] / rows["ulp_budget"]).fillna(-1.0)
     rows = rows.sort_values(["_failing", "_ratio", "max_ulp_error"], ascending=False, na_position="last")
+    passing = rows[~rows["_failing"]].drop_duplicates(["backend", "dtype"])
+    rows = pd.concat([rows[rows["_failing"]], passing])
     return rows.head(count).drop(columns=["_failing", "_ratio"])
 
 
