@@ -87,3 +87,39 @@ def test_composite_single_rounding_matches_exact_rounding(dtype):
 
     assert composite.residual_out.tobytes() == exact.residual_out.tobytes()
     assert np.mean(composite.out.view(np.uint16) == exact.out.view(np.uint16)) > 0.99
+
+
+class FakePhiKernel:
+    """Stands in for the GPU-only phi kernel: records its arguments and answers like a release."""
+
+    def __init__(self, returns_tuple):
+        self.returns_tuple = returns_tuple
+        self.calls = []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        x, weight, eps = kwargs["input"], kwargs["weight"], kwargs["eps"]
+        wide = x.astype("float32")
+        inverse_rms = paddle.rsqrt((wide * wide).mean(axis=-1, keepdim=True) + eps)
+        out = (wide * inverse_rms * weight.astype("float32")).astype(x.dtype)
+        return (out, inverse_rms) if self.returns_tuple else out
+
+
+@pytest.mark.parametrize("returns_tuple", [True, False], ids=["out-and-invvar", "out-only"])
+def test_phi_backend_keyword_call_and_both_return_forms(monkeypatch, returns_tuple):
+    fake = FakePhiKernel(returns_tuple)
+    monkeypatch.setattr(paddle.nn.functional, "rms_norm", fake)
+    phi = type(get_backend("paddle_phi"))()
+    spec = CaseSpec(op="rms_norm", shape=(3, 40), dtype="float32", eps=1e-5, x_dist="normal", w_dist="near_one",
+                    residual=False, seed=2)
+    inputs = make_inputs(spec)
+
+    output = phi.run(inputs.x, inputs.weight, spec.eps)
+
+    args, kwargs = fake.calls[-1]
+    assert args == ()
+    assert set(kwargs) == {"input", "normalized_shape", "weight", "eps"}
+    assert kwargs["normalized_shape"] == [40]
+    assert output.out.shape == (3, 40)
+    composite = get_backend("paddle_composite").run(inputs.x, inputs.weight, spec.eps)
+    assert output.out.tobytes() == composite.out.tobytes()
