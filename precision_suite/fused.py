@@ -235,6 +235,47 @@ if AVAILABLE:
         return _as_float64(_as_bits(rounded) | sign)
 
     @_jit
+    def _rounded_input_row(x_bits, residual_bits, has_residual, code, overflow, smallest_normal_bits, offset_scale,
+                           row, other):
+        """Decode one row of ``x`` into ``row``, with ``residual`` added and rounded once to the dtype."""
+        decode_row(x_bits, code, row)
+        if not has_residual:
+            return
+        decode_row(residual_bits, code, other)
+        # This loop has no branch, so LLVM vectorizes it. A row with a sum at or beyond the
+        # overflow bound, or NaN, is decoded again and rounded by `_round_to_format`.
+        in_range = True
+        for j in range(row.size):
+            value = row[j] + other[j]
+            bits = _as_bits(value)
+            magnitude_bits = bits & _MAGNITUDE
+            magnitude = _as_float64(magnitude_bits)
+            in_range &= magnitude < overflow
+            offset = _as_float64(max(magnitude_bits, smallest_normal_bits) & _EXPONENT) * offset_scale
+            row[j] = _as_float64(_as_bits((magnitude + offset) - offset) | (bits & _SIGN))
+        if in_range:
+            return
+        decode_row(x_bits, code, row)
+        for j in range(row.size):
+            row[j] = _round_to_format(row[j] + other[j], overflow, smallest_normal_bits, offset_scale)
+
+    @_jit
+    def _normalize_row(row, weight, eps, frames, partial, out):
+        """Write ``row / sqrt(mean(row**2) + eps) * weight`` to ``out``, which may be ``row`` itself.
+
+        Returns False, with ``out`` unchanged, when the sum of squares is not finite.
+        """
+        hidden = row.size
+        # Squares of these dtypes are exact in float64; a NaN or infinity makes the sum non-finite.
+        total = 0.0 + _pairwise_sum(row, 0, hidden, frames, partial, True)
+        if not total < math.inf:
+            return False
+        inverse_rms = 1.0 / math.sqrt(total / hidden + eps)
+        for j in range(hidden):
+            out[j] = row[j] * inverse_rms * weight[j]
+        return True
+
+    @_jit
     def reference_rows(x_bits, residual_bits, has_residual, code, weight, eps, overflow,
                        smallest_normal_bits, offset_scale, out, residual_out):
         """Write the RMSNorm reference of a block of float16, bfloat16 or float32 rows.
@@ -251,21 +292,114 @@ if AVAILABLE:
         frames = np.empty((64, 3), np.int64)
         partial = np.empty(64)
         for i in range(rows):
-            decode_row(x_bits[i], code, row)
+            _rounded_input_row(x_bits[i], residual_bits[i], has_residual, code, overflow, smallest_normal_bits,
+                               offset_scale, row, other)
             if has_residual:
-                decode_row(residual_bits[i], code, other)
-                for j in range(hidden):
-                    rounded = _round_to_format(row[j] + other[j], overflow, smallest_normal_bits, offset_scale)
-                    row[j] = rounded
-                    residual_out[i, j] = rounded
-            # Squares of these dtypes are exact in float64; a NaN or infinity makes the sum non-finite.
-            total = 0.0 + _pairwise_sum(row, 0, hidden, frames, partial, True)
-            if not total < math.inf:
+                residual_out[i] = row
+            if not _normalize_row(row, weight, eps, frames, partial, out[i]):
                 return False
-            inverse_rms = 1.0 / math.sqrt(total / hidden + eps)
-            for j in range(hidden):
-                out[i, j] = row[j] * inverse_rms * weight[j]
         return True
+
+    @_jit
+    def _measure_row(i, actual_row, code, reference_row, reference_bits_row, budget, mantissa_bits, overflow,
+                     smallest_normal_bits, collect_threshold, count_threshold, worst_threshold, decoded, ulp,
+                     frames, partial, candidates, row_sums, worst_ulp, worst_position, worst_abs, worst_rel,
+                     maxima_bits, counts):
+        """Measure row ``i`` of a block against its float64 reference row; see `measure_rows`.
+
+        Adds the row's maxima (as int64 bit patterns) and counts to ``maxima_bits`` and
+        ``counts``. Returns False when a value is not finite.
+        """
+        hidden = actual_row.size
+        narrow = code != FLOAT64
+        # Reciprocal spacing 2**(mantissa_bits - e) from the biased exponent bits E = e + 1023.
+        reciprocal_base = np.uint64((2046 + mantissa_bits) << 52)
+        spacing_scale = 2.0 ** -mantissa_bits
+        offset_scale = 2.0 ** (52 - mantissa_bits)
+        decode_row(actual_row, code, decoded)
+        row_max_bits = np.int64(0)
+        max_abs_bits = np.int64(0)
+        max_rel_bits = np.int64(0)
+        equal = 0
+        over_budget = 0
+        above = 0
+        at = 0
+        finite = True
+        for j in range(hidden):
+            reference_word = reference_bits_row[j]
+            magnitude_bits = reference_word & _MAGNITUDE
+            actual = decoded[j]
+            abs_error = abs(actual - reference_row[j])
+            finite &= (_as_float64(magnitude_bits) < overflow) & (abs_error < math.inf)
+            denominator_bits = max(magnitude_bits, smallest_normal_bits)
+            exponent_bits = denominator_bits & _EXPONENT
+            if narrow:
+                # abs_error times an exact power of two equals abs_error / spacing.
+                value = abs_error * _as_float64(reciprocal_base - exponent_bits)
+                offset = _as_float64(exponent_bits) * offset_scale
+                magnitude = _as_float64(magnitude_bits)
+                rounded_bits = _as_bits((magnitude + offset) - offset) | (reference_word & _SIGN)
+                equal += rounded_bits == _as_bits(actual)
+            else:
+                value = abs_error / (_as_float64(exponent_bits) * spacing_scale)
+                equal += reference_word == np.uint64(actual_row[j])
+            rel_error = abs_error / _as_float64(denominator_bits)
+            ulp[j] = value
+            # Non-negative float64 values order like their bit patterns, also as int64.
+            row_max_bits = max(row_max_bits, np.int64(_as_bits(value)))
+            max_abs_bits = max(max_abs_bits, np.int64(_as_bits(abs_error)))
+            max_rel_bits = max(max_rel_bits, np.int64(_as_bits(rel_error)))
+            over_budget += value > budget
+            above += value > count_threshold
+            at += value == count_threshold
+        if not finite:
+            return False
+
+        maxima_bits[MAX_ULP] = max(maxima_bits[MAX_ULP], row_max_bits)
+        maxima_bits[MAX_ABS] = max(maxima_bits[MAX_ABS], max_abs_bits)
+        maxima_bits[MAX_REL] = max(maxima_bits[MAX_REL], max_rel_bits)
+        counts[EQUAL] += equal
+        counts[OVER_BUDGET] += over_budget
+        counts[ABOVE_COUNT_THRESHOLD] += above
+        counts[AT_COUNT_THRESHOLD] += at
+
+        row_max = _as_float64(np.uint64(row_max_bits))
+        if row_max > collect_threshold:
+            collected = counts[CANDIDATES]
+            for j in range(hidden):
+                if ulp[j] > collect_threshold:
+                    candidates[collected] = ulp[j]
+                    collected += 1
+            counts[CANDIDATES] = collected
+        if row_max > worst_threshold:
+            kept = counts[WORST]
+            for j in range(hidden):
+                value = ulp[j]
+                if value > worst_threshold and (kept < WORST_COUNT or value > worst_ulp[WORST_COUNT - 1]):
+                    slot = 0
+                    while slot < kept and worst_ulp[slot] >= value:
+                        slot += 1
+                    last = min(kept, WORST_COUNT - 1)
+                    for moved in range(last, slot, -1):
+                        worst_ulp[moved] = worst_ulp[moved - 1]
+                        worst_position[moved] = worst_position[moved - 1]
+                        worst_abs[moved] = worst_abs[moved - 1]
+                        worst_rel[moved] = worst_rel[moved - 1]
+                    abs_error = abs(decoded[j] - reference_row[j])
+                    denominator = _as_float64(max(reference_bits_row[j] & _MAGNITUDE, smallest_normal_bits))
+                    worst_ulp[slot] = value
+                    worst_position[slot] = i * hidden + j
+                    worst_abs[slot] = abs_error
+                    worst_rel[slot] = abs_error / denominator
+                    kept = min(kept + 1, WORST_COUNT)
+            counts[WORST] = kept
+        row_sums[i] = 0.0 + _pairwise_sum(ulp, 0, hidden, frames, partial, False)
+        return True
+
+    @_jit
+    def _store_maxima(maxima_bits, maxima):
+        for index in range(3):
+            maxima[index] = _as_float64(np.uint64(maxima_bits[index]))
 
     @_jit
     def measure_rows(actual_bits, code, reference, reference_bits, budget, mantissa_bits, overflow,
@@ -284,101 +418,104 @@ if AVAILABLE:
         the outputs are then incomplete and the caller measures the block with NumPy.
         """
         rows, hidden = actual_bits.shape
-        narrow = code != FLOAT64
-        # Reciprocal spacing 2**(mantissa_bits - e) from the biased exponent bits E = e + 1023.
-        reciprocal_base = np.uint64((2046 + mantissa_bits) << 52)
-        spacing_scale = 2.0 ** -mantissa_bits
-        offset_scale = 2.0 ** (52 - mantissa_bits)
         decoded = np.empty(hidden)
         ulp = np.empty(hidden)
         frames = np.empty((64, 3), np.int64)
         partial = np.empty(64)
-        max_ulp_bits = np.int64(0)
-        max_abs_bits = np.int64(0)
-        max_rel_bits = np.int64(0)
-        equal = 0
-        over_budget = 0
-        above = 0
-        at = 0
-        collected = 0
-        kept = 0
-
+        maxima_bits = np.zeros(3, np.int64)
+        counts[:] = 0
         for i in range(rows):
-            decode_row(actual_bits[i], code, decoded)
-            row_max_bits = np.int64(0)
-            finite = True
-            reference_row = reference[i]
-            reference_bits_row = reference_bits[i]
-            actual_row = actual_bits[i]
-            for j in range(hidden):
-                reference_word = reference_bits_row[j]
-                magnitude_bits = reference_word & _MAGNITUDE
-                actual = decoded[j]
-                abs_error = abs(actual - reference_row[j])
-                finite &= (_as_float64(magnitude_bits) < overflow) & (abs_error < math.inf)
-                denominator_bits = max(magnitude_bits, smallest_normal_bits)
-                exponent_bits = denominator_bits & _EXPONENT
-                if narrow:
-                    # abs_error times an exact power of two equals abs_error / spacing.
-                    value = abs_error * _as_float64(reciprocal_base - exponent_bits)
-                    offset = _as_float64(exponent_bits) * offset_scale
-                    magnitude = _as_float64(magnitude_bits)
-                    rounded_bits = _as_bits((magnitude + offset) - offset) | (reference_word & _SIGN)
-                    equal += rounded_bits == _as_bits(actual)
-                else:
-                    value = abs_error / (_as_float64(exponent_bits) * spacing_scale)
-                    equal += reference_word == np.uint64(actual_row[j])
-                rel_error = abs_error / _as_float64(denominator_bits)
-                ulp[j] = value
-                # Non-negative float64 values order like their bit patterns, also as int64.
-                row_max_bits = max(row_max_bits, np.int64(_as_bits(value)))
-                max_abs_bits = max(max_abs_bits, np.int64(_as_bits(abs_error)))
-                max_rel_bits = max(max_rel_bits, np.int64(_as_bits(rel_error)))
-                over_budget += value > budget
-                above += value > count_threshold
-                at += value == count_threshold
-            if not finite:
+            if not _measure_row(i, actual_bits[i], code, reference[i], reference_bits[i], budget, mantissa_bits,
+                                overflow, smallest_normal_bits, collect_threshold, count_threshold,
+                                worst_threshold, decoded, ulp, frames, partial, candidates, row_sums, worst_ulp,
+                                worst_position, worst_abs, worst_rel, maxima_bits, counts):
                 return False
+        _store_maxima(maxima_bits, maxima)
+        return True
 
-            max_ulp_bits = max(max_ulp_bits, row_max_bits)
-            row_max = _as_float64(np.uint64(row_max_bits))
-            if row_max > collect_threshold:
-                for j in range(hidden):
-                    if ulp[j] > collect_threshold:
-                        candidates[collected] = ulp[j]
-                        collected += 1
-            if row_max > worst_threshold:
-                for j in range(hidden):
-                    value = ulp[j]
-                    if value > worst_threshold and (kept < WORST_COUNT or value > worst_ulp[WORST_COUNT - 1]):
-                        slot = 0
-                        while slot < kept and worst_ulp[slot] >= value:
-                            slot += 1
-                        last = min(kept, WORST_COUNT - 1)
-                        for moved in range(last, slot, -1):
-                            worst_ulp[moved] = worst_ulp[moved - 1]
-                            worst_position[moved] = worst_position[moved - 1]
-                            worst_abs[moved] = worst_abs[moved - 1]
-                            worst_rel[moved] = worst_rel[moved - 1]
-                        abs_error = abs(decoded[j] - reference[i, j])
-                        denominator = _as_float64(max(reference_bits[i, j] & _MAGNITUDE, smallest_normal_bits))
-                        worst_ulp[slot] = value
-                        worst_position[slot] = i * hidden + j
-                        worst_abs[slot] = abs_error
-                        worst_rel[slot] = abs_error / denominator
-                        kept = min(kept + 1, WORST_COUNT)
-            row_sums[i] = 0.0 + _pairwise_sum(ulp, 0, hidden, frames, partial, False)
+    @_jit
+    def measure_rms_norm_rows(actual_bits, code, x_bits, residual_bits, has_residual, normalize, weight, eps,
+                              budget, mantissa_bits, overflow, smallest_normal_bits, collect_threshold,
+                              count_threshold, worst_threshold, candidates, row_sums, worst_ulp, worst_position,
+                              worst_abs, worst_rel, maxima, counts):
+        """Measure a block like `measure_rows`, computing each reference row as `reference_rows` does.
 
-        maxima[MAX_ULP] = _as_float64(np.uint64(max_ulp_bits))
-        maxima[MAX_ABS] = _as_float64(np.uint64(max_abs_bits))
-        maxima[MAX_REL] = _as_float64(np.uint64(max_rel_bits))
-        counts[EQUAL] = equal
-        counts[OVER_BUDGET] = over_budget
-        counts[ABOVE_COUNT_THRESHOLD] = above
-        counts[AT_COUNT_THRESHOLD] = at
-        counts[CANDIDATES] = collected
-        counts[WORST] = kept
+        The reference row lives in a row-sized buffer, so the float64 reference of the block
+        is never written to memory. With ``normalize`` the reference is RMSNorm's ``out``;
+        without it the reference is ``residual_out``, ``x + residual`` rounded to the dtype.
+        Returns False when an input, output or reference value is not finite.
+        """
+        rows, hidden = actual_bits.shape
+        row_offset_scale = 2.0 ** (52 - mantissa_bits)
+        reference_row = np.empty(hidden)
+        reference_bits_row = reference_row.view(np.uint64)
+        other = np.empty(hidden)
+        decoded = np.empty(hidden)
+        ulp = np.empty(hidden)
+        frames = np.empty((64, 3), np.int64)
+        partial = np.empty(64)
+        maxima_bits = np.zeros(3, np.int64)
+        counts[:] = 0
+        for i in range(rows):
+            _rounded_input_row(x_bits[i], residual_bits[i], has_residual, code, overflow, smallest_normal_bits,
+                               row_offset_scale, reference_row, other)
+            if normalize and not _normalize_row(reference_row, weight, eps, frames, partial, reference_row):
+                return False
+            if not _measure_row(i, actual_bits[i], code, reference_row, reference_bits_row, budget, mantissa_bits,
+                                overflow, smallest_normal_bits, collect_threshold, count_threshold,
+                                worst_threshold, decoded, ulp, frames, partial, candidates, row_sums, worst_ulp,
+                                worst_position, worst_abs, worst_rel, maxima_bits, counts):
+                return False
+        _store_maxima(maxima_bits, maxima)
+        return True
+
+    @_jit
+    def measure_rms_norm_pair_rows(out_bits, residual_out_bits, code, x_bits, residual_bits, weight, eps,
+                                   out_budget, residual_out_budget, mantissa_bits, overflow, smallest_normal_bits,
+                                   collect_threshold, count_threshold, worst_threshold, out_results,
+                                   residual_out_results):
+        """Measure a block of both outputs of RMSNorm with a residual, reading the inputs once.
+
+        Each row's rounded sum is measured against ``residual_out_bits``, then normalized in
+        place and measured against ``out_bits``, as `measure_rms_norm_rows` does for each
+        output alone. ``out_results`` and ``residual_out_results`` hold each output's result
+        arrays in `measure_rows` order.
+        """
+        rows, hidden = out_bits.shape
+        offset_scale = 2.0 ** (52 - mantissa_bits)
+        reference_row = np.empty(hidden)
+        reference_bits_row = reference_row.view(np.uint64)
+        other = np.empty(hidden)
+        decoded = np.empty(hidden)
+        ulp = np.empty(hidden)
+        frames = np.empty((64, 3), np.int64)
+        partial = np.empty(64)
+        out_maxima_bits = np.zeros(3, np.int64)
+        residual_out_maxima_bits = np.zeros(3, np.int64)
+        out_results[7][:] = 0
+        residual_out_results[7][:] = 0
+        for i in range(rows):
+            _rounded_input_row(x_bits[i], residual_bits[i], True, code, overflow, smallest_normal_bits,
+                               offset_scale, reference_row, other)
+            if not _measure_row(i, residual_out_bits[i], code, reference_row, reference_bits_row,
+                                residual_out_budget, mantissa_bits, overflow, smallest_normal_bits,
+                                collect_threshold, count_threshold, worst_threshold, decoded, ulp, frames, partial,
+                                residual_out_results[0], residual_out_results[1], residual_out_results[2],
+                                residual_out_results[3], residual_out_results[4], residual_out_results[5],
+                                residual_out_maxima_bits, residual_out_results[7]):
+                return False
+            if not _normalize_row(reference_row, weight, eps, frames, partial, reference_row):
+                return False
+            if not _measure_row(i, out_bits[i], code, reference_row, reference_bits_row, out_budget, mantissa_bits,
+                                overflow, smallest_normal_bits, collect_threshold, count_threshold,
+                                worst_threshold, decoded, ulp, frames, partial, out_results[0], out_results[1],
+                                out_results[2], out_results[3], out_results[4], out_results[5], out_maxima_bits,
+                                out_results[7]):
+                return False
+        _store_maxima(out_maxima_bits, out_results[6])
+        _store_maxima(residual_out_maxima_bits, residual_out_results[6])
         return True
 
 else:
-    decode_row = pairwise_sum = reference_rows = measure_rows = _unavailable
+    decode_row = pairwise_sum = reference_rows = measure_rows = measure_rms_norm_rows = \
+        measure_rms_norm_pair_rows = _unavailable

@@ -26,6 +26,7 @@ threshold, and ties among the worst elements go to the lowest index.
 import concurrent.futures
 import dataclasses
 import functools
+import itertools
 import math
 import threading
 
@@ -183,6 +184,50 @@ def bitwise_equal(first, second):
     second = np.ascontiguousarray(second)
     bits = bits_dtype(dtype_name(first.dtype))
     return first.view(bits) == second.view(bits)
+
+
+class LazyReference:
+    """A float64 reference of ``(rows, hidden)`` values that computes row blocks on request.
+
+    `measure` accepts one in place of a reference array, so a large case never stores its
+    full float64 reference. Subclasses implement `rows` and `__array__`, and may implement
+    `measure_fused` to measure a block without materializing it.
+    """
+
+    shape = (0, 0)
+
+    def rows(self, selection):
+        """Return the lazy reference of the rows picked by a slice or an integer index array."""
+        raise NotImplementedError
+
+    def __getitem__(self, key):
+        """Index like the ``(rows, hidden)`` array: a row selection, or ``(row, column)`` for one value."""
+        if isinstance(key, tuple):
+            row, column = key
+            return np.asarray(self.rows(slice(row, row + 1)))[0, column]
+        return self.rows(key)
+
+    def __array__(self, dtype=None, copy=None):
+        """Compute the reference rows as a float64 array of shape ``(rows, hidden)``."""
+        raise NotImplementedError
+
+    def measure_fused(self, actual_bits, constants, budget, thresholds, results):
+        """Measure a block in a Numba kernel that computes each reference row in place.
+
+        ``thresholds`` is ``(collect, count, worst)`` and ``results`` the kernel's result
+        arrays, both in `fused.measure_rows` order. Returns False when the block must be
+        measured against `__array__` instead.
+        """
+        return False
+
+    def pairs_with(self, other):
+        """Return whether `measure_fused_pair` can measure this reference's rows with ``other``'s."""
+        return False
+
+    def measure_fused_pair(self, other, actual_bits, other_actual_bits, constants, budget, other_budget,
+                           thresholds, results, other_results):
+        """Measure a block of this output and the paired ``other`` in one kernel, like `measure_fused`."""
+        return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,11 +432,14 @@ class _Scratch(threading.local):
             self.flags = np.empty(size, np.bool_)
         return self
 
-    def candidates(self, size):
+    def candidates(self, size, slot=0):
+        """Return candidate buffer ``slot`` (0 or 1) of at least ``size`` float64 values."""
         if getattr(self, "candidates_size", 0) < size:
             self.candidates_size = size
-            self.candidates_buffer = np.empty(size, np.float64)
-        return self.candidates_buffer
+            self.candidates_buffers = [None, None]
+        if self.candidates_buffers[slot] is None:
+            self.candidates_buffers[slot] = np.empty(self.candidates_size, np.float64)
+        return self.candidates_buffers[slot]
 
 
 class _SharedThresholds:
@@ -477,34 +525,18 @@ def _largest_with_lowest_index(values, count):
     return np.concatenate([above, at_cutoff])
 
 
-def _fused_block(actual, reference, budget, constants, thresholds, scratch):
-    """Compute the `_BlockStats` of a ``(rows, hidden)`` block with the Numba kernel.
+def _fused_results(rows, size, scratch, slot=0):
+    """Return the result arrays of a fused kernel, in `fused.measure_rows` order."""
+    return (scratch.candidates(size, slot), np.empty(rows), np.empty(WORST_COUNT), np.empty(WORST_COUNT, np.int64),
+            np.empty(WORST_COUNT), np.empty(WORST_COUNT), np.empty(3), np.empty(6, np.int64))
 
-    Returns None when the block has a non-finite value, which NumPy then settles.
-    """
-    rows = actual.shape[0]
-    p99_threshold = thresholds.p99
-    worst_threshold = thresholds.worst
-    candidates = scratch.candidates(actual.size)
-    row_sums = np.empty(rows)
-    worst_ulp = np.empty(WORST_COUNT)
-    worst_position = np.empty(WORST_COUNT, np.int64)
-    worst_abs = np.empty(WORST_COUNT)
-    worst_rel = np.empty(WORST_COUNT)
-    maxima = np.empty(3)
-    counts = np.empty(6, np.int64)
 
-    finite = fused_kernels.measure_rows(
-        actual.view(bits_dtype(dtype_name(actual.dtype))), constants.code, reference, reference.view(np.uint64),
-        float(budget), constants.mantissa_bits, constants.overflow, constants.smallest_normal_bits,
-        p99_threshold, thresholds.count, worst_threshold,
-        candidates, row_sums, worst_ulp, worst_position, worst_abs, worst_rel, maxima, counts)
-    if not finite:
-        return None
-
+def _fused_stats(elements, p99_threshold, results):
+    """Build the `_BlockStats` of a block from a fused kernel's result arrays."""
+    candidates, row_sums, worst_ulp, worst_position, worst_abs, worst_rel, maxima, counts = results
     kept = int(counts[fused_kernels.WORST])
     return _BlockStats(
-        elements=actual.size,
+        elements=elements,
         max_ulp=float(maxima[fused_kernels.MAX_ULP]),
         max_abs=float(maxima[fused_kernels.MAX_ABS]),
         max_rel=float(maxima[fused_kernels.MAX_REL]),
@@ -521,10 +553,58 @@ def _fused_block(actual, reference, budget, constants, thresholds, scratch):
     )
 
 
+def _fused_block(actual, reference, budget, constants, thresholds, scratch):
+    """Compute the `_BlockStats` of a ``(rows, hidden)`` block with the Numba kernel.
+
+    Returns None when the block has a non-finite value, which NumPy then settles.
+    """
+    p99_threshold = thresholds.p99
+    results = _fused_results(actual.shape[0], actual.size, scratch)
+    actual_bits = actual.view(bits_dtype(dtype_name(actual.dtype)))
+    if isinstance(reference, LazyReference):
+        finite = reference.measure_fused(actual_bits, constants, float(budget),
+                                         (p99_threshold, thresholds.count, thresholds.worst), results)
+    else:
+        finite = fused_kernels.measure_rows(
+            actual_bits, constants.code, reference, reference.view(np.uint64),
+            float(budget), constants.mantissa_bits, constants.overflow, constants.smallest_normal_bits,
+            p99_threshold, thresholds.count, thresholds.worst, *results)
+    if not finite:
+        return None
+    return _fused_stats(actual.size, p99_threshold, results)
+
+
+def _fused_pair_block(first, second, thresholds, scratch):
+    """Measure the same rows of two outputs whose lazy references pair, in one fused kernel.
+
+    ``first`` and ``second`` are ``(actual, reference, budget, constants)``. Returns the
+    two `_BlockStats`, or None when the kernel declined the block.
+    """
+    actual, reference, budget, constants = first
+    partner_actual, partner_reference, partner_budget, _ = second
+    actual = np.ascontiguousarray(actual)
+    partner_actual = np.ascontiguousarray(partner_actual)
+    p99_threshold = thresholds.p99
+    results = _fused_results(actual.shape[0], actual.size, scratch)
+    partner_results = _fused_results(actual.shape[0], actual.size, scratch, slot=1)
+    finite = reference.measure_fused_pair(
+        partner_reference, actual.view(bits_dtype(dtype_name(actual.dtype))),
+        partner_actual.view(bits_dtype(dtype_name(partner_actual.dtype))), constants, float(budget),
+        float(partner_budget), (p99_threshold, thresholds.count, thresholds.worst), results, partner_results)
+    if not finite:
+        return None
+    return _fused_stats(actual.size, p99_threshold, results), _fused_stats(actual.size, p99_threshold,
+                                                                           partner_results)
+
+
 def _measure_block(actual, reference, name, budget, constants, thresholds, scratch, fused):
     """Compute the `_BlockStats` of one block of rows, shaped ``(rows, hidden)``."""
     rows = actual.shape[0]
     actual = np.ascontiguousarray(actual)
+    if fused and isinstance(reference, LazyReference):
+        stats = _fused_block(actual, reference, budget, constants, thresholds, scratch)
+        if stats is not None:
+            return stats
     reference = np.ascontiguousarray(reference, dtype=np.float64)
     if fused:
         stats = _fused_block(actual, reference, budget, constants, thresholds, scratch)
@@ -618,16 +698,37 @@ def _p99_rank(elements):
     return int(math.ceil((elements - 1) * P99_QUANTILE))
 
 
-def _block_tasks(prepared, block_rows, fused):
-    """Yield ``(output_index, start_row, stop_row)`` of every block, outputs in order."""
+def _paired_outputs(prepared, fused):
+    """Return ``{index: partner_index}`` of outputs whose lazy references one fused kernel measures together."""
+    pairs = {}
+    if not fused:
+        return pairs
+    for index in range(len(prepared) - 1):
+        first, second = prepared[index], prepared[index + 1]
+        if (index not in pairs.values() and isinstance(first.reference_rows, LazyReference)
+                and first.actual_rows.shape == second.actual_rows.shape and first.dtype == second.dtype
+                and first.reference_rows.pairs_with(second.reference_rows)):
+            pairs[index] = index + 1
+    return pairs
+
+
+def _block_tasks(prepared, block_rows, fused, pairs):
+    """Yield ``(output_index, start_row, stop_row, partner_index)`` of every block, outputs in order.
+
+    A paired output's blocks come with its partner's index and the partner has no tasks of
+    its own; ``partner_index`` is None for the others.
+    """
+    partners = set(pairs.values())
     for index, item in enumerate(prepared):
+        if index in partners:
+            continue
         rows, hidden = item.actual_rows.shape
         if block_rows is not None:
             step = block_rows
         else:
             step = default_block_rows(hidden, FUSED_BLOCK_ELEMENTS if fused else None)
         for start in range(0, rows, step):
-            yield index, start, min(rows, start + step)
+            yield index, start, min(rows, start + step), pairs.get(index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -668,7 +769,8 @@ def measure(outputs, block_rows=None, threads=1, fused=None):
     ----------
     outputs : list of (str, numpy.ndarray, numpy.ndarray, float)
         ``(name, actual, reference, budget)`` for each compared output: ``actual`` is in the
-        output dtype, ``reference`` in float64 with the same shape, and ``budget`` the ULP
+        output dtype, ``reference`` in float64 with the same shape (or a `LazyReference`
+        of the ``(rows, hidden)`` view), and ``budget`` the ULP
         budget its elements are held to. The first output's budget is the record's
         ``ulp_budget``.
     block_rows : int, optional
@@ -714,12 +816,13 @@ def measure(outputs, block_rows=None, threads=1, fused=None):
         name = dtype_name(actual.dtype)
         hidden = actual.shape[-1] if actual.ndim else 1
         prepared.append(_Output(output_name, actual, reference, budget, name, _DtypeConstants.of(name),
-                                actual.reshape(-1, hidden), np.asarray(reference).reshape(-1, hidden)))
+                                actual.reshape(-1, hidden), _reference_rows(reference, hidden)))
     elements = sum(item.actual.size for item in prepared)
     if not elements:
         return _record(outputs, prepared, elements, _Totals(), 0.0)
 
-    tasks = list(_block_tasks(prepared, block_rows, fused))
+    pairs = _paired_outputs(prepared, fused)
+    tasks = list(_block_tasks(prepared, block_rows, fused, pairs))
     top_count = elements - _p99_rank(elements)
     count_threshold = _pilot_threshold(prepared, elements, fused) if elements > PILOT_MIN_ELEMENTS else -math.inf
     totals = _measure_pass(prepared, tasks, threads, fused, count_threshold, top_count)
@@ -730,6 +833,13 @@ def measure(outputs, block_rows=None, threads=1, fused=None):
         totals = _measure_pass(prepared, tasks, threads, fused, -math.inf, top_count)
         p99 = _p99_from_pass(totals, -math.inf, top_count)
     return _record(outputs, prepared, elements, totals, p99)
+
+
+def _reference_rows(reference, hidden):
+    """Return a reference as ``(rows, hidden)``: a `LazyReference` as it is, an array reshaped."""
+    if isinstance(reference, LazyReference):
+        return reference
+    return np.asarray(reference).reshape(-1, hidden)
 
 
 def _pilot_threshold(prepared, elements, fused):
@@ -753,15 +863,26 @@ def _measure_pass(prepared, tasks, threads, fused, count_threshold, top_count):
     scratch = _Scratch()
     totals = _Totals(largest=_LargestValues(top_count))
 
+    paired = any(task[3] is not None for task in tasks)
+
     def run(task):
-        index, start, stop = task
-        item = prepared[index]
-        stats = _measure_block(item.actual_rows[start:stop], item.reference_rows[start:stop], item.dtype,
-                               item.budget, item.constants, thresholds, scratch, fused)
-        return index, start, stats
+        index, start, stop, partner = task
+        if partner is not None:
+            pair = [(prepared[i].actual_rows[start:stop], prepared[i].reference_rows[start:stop],
+                     prepared[i].budget, prepared[i].constants) for i in (index, partner)]
+            both = _fused_pair_block(pair[0], pair[1], thresholds, scratch)
+            if both is not None:
+                return [(index, start, both[0]), (partner, start, both[1])]
+        results = []
+        for output in (index,) if partner is None else (index, partner):
+            item = prepared[output]
+            stats = _measure_block(item.actual_rows[start:stop], item.reference_rows[start:stop], item.dtype,
+                                   item.budget, item.constants, thresholds, scratch, fused)
+            results.append((output, start, stats))
+        return results
 
     with concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else _InlineExecutor() as executor:
-        for index, start, stats in executor.map(run, tasks):
+        for index, start, stats in itertools.chain.from_iterable(executor.map(run, tasks)):
             hidden = prepared[index].actual_rows.shape[1]
             totals.max_ulp = max(totals.max_ulp, stats.max_ulp)
             totals.max_abs = max(totals.max_abs, stats.max_abs)
@@ -780,7 +901,10 @@ def _measure_pass(prepared, tasks, threads, fused, count_threshold, top_count):
             totals.worst.sort(reverse=True)
             del totals.worst[WORST_COUNT:]
             if len(totals.worst) == WORST_COUNT:
-                thresholds.worst = totals.worst[-1][0]
+                # With pairs, a block of an earlier output can merge after a later output's
+                # block and wins ties with it, so blocks must also keep values equal to the bound.
+                bound = totals.worst[-1][0]
+                thresholds.worst = float(np.nextafter(bound, -math.inf)) if paired else bound
     return totals
 
 
@@ -801,6 +925,7 @@ def _record(outputs, prepared, elements, totals, p99):
         mean_ulp = total / finite
     else:
         mean_ulp = math.inf if elements else 0.0
+    reference_rows = _worst_reference_rows(prepared, totals.worst)
     return ErrorRecord(
         elements=elements,
         max_abs_error=totals.max_abs,
@@ -812,12 +937,29 @@ def _record(outputs, prepared, elements, totals, p99):
         ulp_budget=float(outputs[0][3]) if outputs else np.nan,
         bitwise_equal_frac=totals.equal / elements if elements else 1.0,
         nonfinite_mismatches=totals.nonfinite,
-        worst=tuple(_worst_element(prepared, item) for item in totals.worst),
+        worst=tuple(_worst_element(prepared, item, reference_rows) for item in totals.worst),
         over_budget=totals.over_budget,
     )
 
 
-def _worst_element(prepared, item):
+def _worst_reference_rows(prepared, worst):
+    """Return ``{(output, row): float64 reference row}`` for the rows of the worst elements.
+
+    A `LazyReference` computes all of one output's rows in one call.
+    """
+    rows_by_output = {}
+    for _, negative_output, negative_index, _, _ in worst:
+        hidden = prepared[-negative_output].actual_rows.shape[1]
+        rows_by_output.setdefault(-negative_output, set()).add(-negative_index // hidden)
+    reference_rows = {}
+    for output, rows in rows_by_output.items():
+        rows = sorted(rows)
+        values = np.asarray(prepared[output].reference_rows[np.array(rows)], dtype=np.float64)
+        reference_rows.update(((output, row), values[position]) for position, row in enumerate(rows))
+    return reference_rows
+
+
+def _worst_element(prepared, item, reference_rows):
     """Build the `WorstElement` of a merged ``(ulp, -output, -flat_index, abs, rel)`` entry."""
     ulp, negative_output, negative_index, abs_error, rel_error = item
     output = prepared[-negative_output]
@@ -831,7 +973,7 @@ def _worst_element(prepared, item):
         output=output.name,
         index=tuple(reversed(index)),
         actual=float(output.actual_rows[row, column]),
-        reference=float(output.reference_rows[row, column]),
+        reference=float(reference_rows[-negative_output, row][column]),
         ulp_error=ulp, abs_error=abs_error, rel_error=rel_error,
     )
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from precision_suite import fused as fused_kernels
 from precision_suite.dtypes import dtype_name, finfo, round_to_dtype, to_float64
-from precision_suite.metrics import FUSED_BLOCK_ELEMENTS, decode_float64, default_block_rows, use_fused
+from precision_suite.metrics import FUSED_BLOCK_ELEMENTS, LazyReference, decode_float64, default_block_rows, use_fused
 
 # The fused kernel sums squares in float64, exact only for these dtypes; float64 inputs keep
 # the math.fsum path.
@@ -27,9 +27,10 @@ class Reference:
 
     Attributes
     ----------
-    out : numpy.ndarray
-        float64 normalized output, in the input's shape.
-    residual_out : numpy.ndarray or None
+    out : numpy.ndarray or RmsNormRows
+        float64 normalized output, in the input's shape; from `lazy_reference`, the
+        `RmsNormRows` that computes it as ``(rows, hidden)``.
+    residual_out : numpy.ndarray or RmsNormRows or None
         The fused residual sum rounded to the case dtype (decoded to float64), or None.
     """
 
@@ -70,11 +71,7 @@ def rms_norm_float64(x, weight, eps, block_rows=None, threads=1, fused=None):
     fused = use_fused(fused, [rows.dtype], _FUSED_DTYPES)
 
     def normalize(start, stop):
-        block = rows[start:stop]
-        if fused and _fused_rows(block, None, weight64, eps, out[start:stop], None):
-            return
-        decoded = scratch.decode(block)
-        _normalize_rows(decoded, weight64, eps, block.dtype != np.float64, out[start:stop], scratch)
+        _reference_block(rows[start:stop], None, weight64, eps, fused, out[start:stop], None, scratch)
 
     _run_blocks(normalize, rows.shape[0], _block_rows(hidden, block_rows, fused), threads)
     return out.reshape(x.shape)
@@ -85,6 +82,28 @@ def _block_rows(hidden, block_rows, fused):
     if block_rows is not None:
         return block_rows
     return default_block_rows(hidden, FUSED_BLOCK_ELEMENTS if fused else None)
+
+
+def _reference_block(x_rows, residual_rows, weight64, eps, fused, out, residual_out, scratch):
+    """Write the reference of a block of rows to ``out`` and, with a residual, ``residual_out``.
+
+    ``out`` may be None when only ``residual_out`` is needed. Every caller computes a block
+    here, so blocks give the same bits whichever caller, block size or thread ran them.
+    """
+    if fused and out is not None and _fused_rows(x_rows, residual_rows, weight64, eps, out, residual_out):
+        return
+    if residual_rows is None:
+        decoded = scratch.decode(x_rows)
+        _normalize_rows(decoded, weight64, eps, x_rows.dtype != np.float64, out, scratch)
+        return
+
+    summed = scratch.decode(x_rows)
+    np.add(summed, scratch.decode(residual_rows, slot=1), out=summed)
+    rounded = round_to_dtype(summed, dtype_name(x_rows.dtype))
+    decode_float64(rounded, residual_out)
+    if out is not None:
+        block = scratch.decode(rounded)
+        _normalize_rows(block, weight64, eps, rounded.dtype != np.float64, out, scratch)
 
 
 def _fused_rows(x_rows, residual_rows, weight64, eps, out, residual_out):
@@ -190,15 +209,113 @@ def compute_reference(spec, inputs, block_rows=None, threads=1, fused=None):
     fused = use_fused(fused, [x_rows.dtype], _FUSED_DTYPES)
 
     def add_and_normalize(start, stop):
-        if fused and _fused_rows(x_rows[start:stop], residual_rows[start:stop], weight64, spec.eps,
-                                 out[start:stop], residual_out[start:stop]):
-            return
-        summed = scratch.decode(x_rows[start:stop])
-        np.add(summed, scratch.decode(residual_rows[start:stop], slot=1), out=summed)
-        rounded = round_to_dtype(summed, spec.dtype)
-        decode_float64(rounded, residual_out[start:stop])
-        block = scratch.decode(rounded)
-        _normalize_rows(block, weight64, spec.eps, rounded.dtype != np.float64, out[start:stop], scratch)
+        _reference_block(x_rows[start:stop], residual_rows[start:stop], weight64, spec.eps, fused, out[start:stop],
+                         residual_out[start:stop], scratch)
 
     _run_blocks(add_and_normalize, x_rows.shape[0], _block_rows(hidden, block_rows, fused), threads)
     return Reference(out=out.reshape(inputs.x.shape), residual_out=residual_out.reshape(inputs.x.shape))
+
+
+class RmsNormRows(LazyReference):
+    """The float64 reference of one RMSNorm output, computed for the row blocks `measure` asks for.
+
+    With the fused kernels `measure_fused` computes each reference row in a row-sized
+    buffer and measures it at once, so the float64 reference never reaches memory. Other
+    blocks are computed by the same block function as `compute_reference`, so every path
+    gives its bits.
+
+    Parameters
+    ----------
+    x_rows, residual_rows : numpy.ndarray
+        Inputs as ``(rows, hidden)``; ``residual_rows`` is None without a residual.
+    weight64 : numpy.ndarray
+        The weight decoded to float64.
+    eps : float
+        Added to the mean square.
+    output : str
+        ``"out"`` for the normalized output, ``"residual_out"`` for the rounded sum.
+    fused : bool
+        Whether the Numba kernels may compute and measure the rows.
+    """
+
+    def __init__(self, x_rows, residual_rows, weight64, eps, output, fused):
+        if output not in ("out", "residual_out"):
+            raise ValueError(f"output must be 'out' or 'residual_out', got {output!r}")
+        if output == "residual_out" and residual_rows is None:
+            raise ValueError("output 'residual_out' needs residual rows, got None")
+        self.x_rows = x_rows
+        self.residual_rows = residual_rows
+        self.weight64 = weight64
+        self.eps = float(eps)
+        self.output = output
+        self.fused = fused
+        self.shape = x_rows.shape
+
+    def rows(self, selection):
+        residual_rows = None if self.residual_rows is None else self.residual_rows[selection]
+        return RmsNormRows(self.x_rows[selection], residual_rows, self.weight64, self.eps, self.output, self.fused)
+
+    def __array__(self, dtype=None, copy=None):
+        residual_out = np.empty(self.shape) if self.residual_rows is not None else None
+        out = np.empty(self.shape) if self.output == "out" else None
+        _reference_block(self.x_rows, self.residual_rows, self.weight64, self.eps, self.fused, out, residual_out,
+                         _thread_scratch)
+        result = out if self.output == "out" else residual_out
+        return result if dtype is None else result.astype(dtype, copy=False)
+
+    def measure_fused(self, actual_bits, constants, budget, thresholds, outputs):
+        name = dtype_name(self.x_rows.dtype)
+        if not self.fused or fused_kernels.DTYPE_CODES[name] != constants.code:
+            return False
+        bits = np.dtype(f"u{self.x_rows.dtype.itemsize}")
+        x_bits = np.ascontiguousarray(self.x_rows).view(bits)
+        has_residual = self.residual_rows is not None
+        residual_bits = np.ascontiguousarray(self.residual_rows).view(bits) if has_residual else x_bits
+        return fused_kernels.measure_rms_norm_rows(
+            actual_bits, constants.code, x_bits, residual_bits, has_residual, self.output == "out", self.weight64,
+            self.eps, budget, constants.mantissa_bits, constants.overflow, constants.smallest_normal_bits,
+            *thresholds, *outputs)
+
+    def pairs_with(self, other):
+        return (isinstance(other, RmsNormRows) and self.fused and other.fused and self.output == "out"
+                and other.output == "residual_out" and self.residual_rows is not None and _same_rows(self.x_rows, other.x_rows)
+                and _same_rows(self.residual_rows, other.residual_rows))
+
+    def measure_fused_pair(self, other, actual_bits, other_actual_bits, constants, budget, other_budget,
+                           thresholds, results, other_results):
+        name = dtype_name(self.x_rows.dtype)
+        if not self.pairs_with(other) or fused_kernels.DTYPE_CODES[name] != constants.code:
+            return False
+        bits = np.dtype(f"u{self.x_rows.dtype.itemsize}")
+        return fused_kernels.measure_rms_norm_pair_rows(
+            actual_bits, other_actual_bits, constants.code, np.ascontiguousarray(self.x_rows).view(bits),
+            np.ascontiguousarray(self.residual_rows).view(bits), self.weight64, self.eps, budget, other_budget,
+            constants.mantissa_bits, constants.overflow, constants.smallest_normal_bits, *thresholds,
+            tuple(results), tuple(other_results))
+
+
+def _same_rows(first, second):
+    """Return whether two arrays are views of the same memory with the same layout."""
+    return (first.__array_interface__["data"][0] == second.__array_interface__["data"][0]
+            and first.shape == second.shape and first.strides == second.strides)
+
+
+_thread_scratch = _Scratch()
+
+
+def lazy_reference(spec, inputs, fused=None):
+    """Return the `Reference` of a case as `RmsNormRows`, which `metrics.measure` computes block by block.
+
+    No float64 array of the case's size is made; ``numpy.asarray`` of a field computes it
+    in full. ``fused`` is as in `rms_norm_float64` and never changes the values.
+    """
+    hidden = inputs.x.shape[-1]
+    x_rows = inputs.x.reshape(-1, hidden)
+    residual_rows = None if inputs.residual is None else inputs.residual.reshape(-1, hidden)
+    weight64 = to_float64(inputs.weight)
+    fused = use_fused(fused, [x_rows.dtype], _FUSED_DTYPES)
+    out = RmsNormRows(x_rows, residual_rows, weight64, spec.eps, "out", fused)
+    if residual_rows is None:
+        return Reference(out=out, residual_out=None)
+    return Reference(out=out, residual_out=RmsNormRows(x_rows, residual_rows, weight64, spec.eps, "residual_out",
+                                                       fused))

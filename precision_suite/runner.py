@@ -21,7 +21,7 @@ from precision_suite.inputs import make_inputs
 from precision_suite.messages import format_failure
 from precision_suite import metrics
 from precision_suite.metrics import measure
-from precision_suite.reference import compute_reference
+from precision_suite.reference import lazy_reference
 from precision_suite.spec import CaseSpec
 
 PASSED = "passed"
@@ -125,22 +125,22 @@ class CaseResult:
 def estimate_case_bytes(spec, backends=1):
     """Estimate the peak bytes one case needs while one backend's output is measured.
 
-    Counts the inputs, one backend's outputs, the float64 reference and the block buffers
-    of one thread: the larger of the NumPy path's float64 temporaries and the fused
-    kernel's candidate buffer. It adds the 99th percentile candidates, which
-    `metrics.measure` compacts to at most twice the top 1% plus two blocks and copies once
-    while it does.
+    Counts the inputs and one backend's outputs. The reference is lazy (`lazy_reference`),
+    so no full float64 array is made: it counts the block buffers of one thread instead,
+    the larger of the NumPy path's float64 temporaries with a block of both reference
+    outputs and the fused kernel's two candidate buffers. It adds the 99th percentile
+    candidates, which `metrics.measure` compacts to at most twice the top 1% plus two
+    blocks and copies once while it does.
     """
     elements = spec.num_elements
     item = numpy_dtype(spec.dtype).itemsize
     outputs = 2 if spec.residual else 1
     inputs = elements * item * outputs + spec.hidden_size * item
     backend_outputs = elements * item * outputs * max(1, backends)
-    reference = elements * 8 * outputs
-    block = max(metrics.BLOCK_ELEMENTS * 8 * 6, metrics.FUSED_BLOCK_ELEMENTS * 8)
+    block = max(metrics.BLOCK_ELEMENTS * 8 * 8, metrics.FUSED_BLOCK_ELEMENTS * 8 * 2)
     top_count = math.ceil(elements * outputs * (1 - metrics.P99_QUANTILE)) + 1
     p99_candidates = 2 * (2 * top_count + metrics.BLOCK_ELEMENTS + metrics.FUSED_BLOCK_ELEMENTS) * 8
-    return inputs + backend_outputs + reference + block + p99_candidates
+    return inputs + backend_outputs + block + p99_candidates
 
 
 def memory_limit_bytes():
@@ -185,10 +185,11 @@ def prepare_case(spec):
     """Return ``(inputs, reference)`` of a case, cached for the few most recent specs.
 
     Backends run one after another on the same case, so the cache saves remaking the
-    inputs and the reference for each of them.
+    inputs for each of them. The reference is `lazy_reference`: `measure` computes its rows
+    block by block, so no float64 array of the case's size is stored.
     """
     inputs = make_inputs(spec)
-    return inputs, compute_reference(spec, inputs)
+    return inputs, lazy_reference(spec, inputs)
 
 
 def _check_output(spec, output, name, has_residual):
