@@ -175,6 +175,70 @@ def small_case_rows(backend_name, count):
     ]
 
 
+def _timed(function, totals, key):
+    """Wrap ``function`` so every call adds its wall time to ``totals[key]``."""
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            totals[key] += time.perf_counter() - started
+    return wrapper
+
+
+def ci_profile_rows():
+    """Return where the ci profile's time goes in one ``precision-suite run``-style pass.
+
+    Kernel time is every backend call; inputs, reference and metrics are ``prepare_case``
+    and ``measure`` inside `run_backend`; the rest is Hypothesis' generation, row building,
+    the JSON lines and the tables.
+    """
+    import tempfile
+
+    from hypothesis import settings
+
+    from precision_suite import runner
+    from precision_suite.backends import list_backends
+    from precision_suite.batch import PairTask, run_pairs
+    from precision_suite.dtypes import DTYPES
+    from precision_suite.results import RunDirectory
+    from precision_suite.strategies import register_profiles
+
+    register_profiles()
+    settings.load_profile("ci")
+    totals = {"kernel": 0.0, "inputs and reference": 0.0, "metrics": 0.0}
+    originals = (runner.prepare_case, runner.measure)
+    runner.prepare_case = _timed(runner.prepare_case, totals, "inputs and reference")
+    runner.measure = _timed(runner.measure, totals, "metrics")
+    backends = list_backends()
+    for backend in backends:
+        backend.compute = _timed(backend.compute, totals, "kernel")
+
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            run_dir = RunDirectory(folder)
+            run_id = run_dir.start()
+            tasks = [PairTask(backend.name, dtype, "ci", "cpu", 0, folder, run_id, "cases/regressions")
+                     for backend in backends for dtype in DTYPES]
+            started = time.perf_counter()
+            summaries = run_pairs(tasks)
+            run_dir.finalize()
+            wall = time.perf_counter() - started
+    finally:
+        runner.prepare_case, runner.measure = originals
+        for backend in backends:
+            del backend.compute
+
+    cases = sum(summary.cases for summary in summaries)
+    measured = sum(totals.values())
+    shares = ", ".join(f"{name} {value / wall:.0%}" for name, value in totals.items())
+    return [
+        ("ci profile, all default backends and dtypes, 1 process",
+         f"{wall:.2f} s, {cases} cases, {cases / wall:.0f} cases/s"),
+        ("ci profile: share of the wall time", f"{shares}; generation, rows and tables {1 - measured / wall:.0%}"),
+    ]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller large cases, for a smoke run")
@@ -188,6 +252,7 @@ def main():
     rows += metrics_against_numpy_rows(args.repeat)
     for backend_name in ("numpy_single_rounding", "paddle_composite"):
         rows += small_case_rows(backend_name, args.small_cases)
+    rows += ci_profile_rows()
 
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

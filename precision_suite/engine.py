@@ -1,8 +1,9 @@
 """Drive generated cases through one backend with Hypothesis.
 
 The pytest cases, ``precision-suite run`` and ``precision-suite mutants`` all call
-`drive_cases`, so they generate the same specs for a profile, dtype and seed, and every
-backend sees the same sequence of cases until one fails and shrinking begins.
+`drive_cases`, so they generate the same specs for a profile, dtype and seed. Outside the
+nightly profile's target phase every backend sees the same sequence of cases until one
+fails and shrinking begins, so a process generates each sequence once and replays it.
 """
 
 import contextlib
@@ -14,6 +15,13 @@ from hypothesis import Phase, example, given, seed, settings, target
 from precision_suite.messages import format_error
 from precision_suite.runner import ERROR, FAILED, PASSED, UNAVAILABLE, run_backend
 from precision_suite.strategies import case_specs
+
+
+# Specs in the order Hypothesis checked them, by (dtype, profile, seed, explicit case ids), from
+# runs in which every case passed. Without the target phase and without a failure, generation
+# does not depend on the backend, so the next backend replays the list instead of generating
+# it again, and falls back to Hypothesis (to shrink) at its first failure.
+_GENERATED_SEQUENCES = {}
 
 
 class CaseFailure(AssertionError):
@@ -115,13 +123,20 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
     -------
     DriveOutcome
     """
+    base = settings.get_profile(profile)
+    targeting = Phase.target in base.phases
+    explicit = [spec for spec in explicit_specs if spec.dtype == dtype]
+    sequence_key = (dtype, profile, run_seed, tuple(spec.case_id for spec in explicit))
+
     outcome = DriveOutcome(backend=backend.name, dtype=dtype)
     # Results by case id: Hypothesis can draw one spec twice (and shrinking replays a failure),
     # and each case is run and recorded once.
     seen = dict(finished or {})
     counted = set()
+    checked = []
 
     def check_case(spec):
+        checked.append(spec)
         result = seen.get(spec.case_id)
         if result is None:
             result = run_backend(spec, backend, device)
@@ -131,19 +146,32 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
         outcome.count(result, repeat=spec.case_id in counted)
         counted.add(spec.case_id)
 
-        # A resumed run must call target() exactly as the first run did, or Hypothesis
-        # generates a different sequence of cases.
-        if math.isfinite(result.max_ulp_error):
+        # Scores steer generation even outside the target phase, so they are reported only
+        # where that phase runs; then every backend gets the same cases until one fails.
+        if targeting and math.isfinite(result.max_ulp_error):
             target(result.max_ulp_error, label=f"max_ulp_error {backend.name} {dtype}")
         if result.status == FAILED:
             raise CaseFailure(result.message)
         if result.status == ERROR:
             raise CaseFailure(format_error(result))
 
-    base = settings.get_profile(profile)
+    sequence = None if targeting else _GENERATED_SEQUENCES.get(sequence_key)
+    if sequence is not None:
+        try:
+            for spec in sequence:
+                check_case(spec)
+        except CaseFailure:
+            # Shrinking needs Hypothesis: start the counts again, keeping the results in `seen`.
+            outcome = DriveOutcome(backend=backend.name, dtype=dtype)
+            counted.clear()
+        else:
+            outcome.cases = len(seen)
+            return outcome
+    checked.clear()
+
     phases = [phase for phase in base.phases if shrink or phase is not Phase.shrink]
     test = given(spec=case_specs(dtypes=[dtype], profile=profile))(check_case)
-    for spec in reversed([spec for spec in explicit_specs if spec.dtype == dtype]):
+    for spec in reversed(explicit):
         test = example(spec=spec)(test)
     test = settings(base, phases=phases)(test)
     test = seed(run_seed)(test)
@@ -158,9 +186,17 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
         outcome.failure_message = str(failure)
         if raise_failure:
             raise failure from None
+    else:
+        if not targeting:
+            _GENERATED_SEQUENCES[sequence_key] = list(checked)
     finally:
         outcome.cases = len(seen)
     return outcome
+
+
+def clear_generated_sequences():
+    """Forget the recorded sequences of cases, so the next `drive_cases` asks Hypothesis again."""
+    _GENERATED_SEQUENCES.clear()
 
 
 @contextlib.contextmanager

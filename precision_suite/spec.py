@@ -1,6 +1,7 @@
 """Case specs: the immutable description of one RMSNorm case, its JSON form and case id."""
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -140,15 +141,21 @@ class CaseSpec:
 
     def to_dict(self):
         """Return the spec as a plain dict with a list shape, ready for JSON."""
-        data = dataclasses.asdict(self)
+        # Every field is a scalar or a tuple of ints, so no deep copy (dataclasses.asdict) is needed.
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         data["shape"] = list(self.shape)
         return data
 
     def to_json(self):
         """Return the canonical JSON form: sorted keys, no spaces, shortest float repr."""
+        return self._canonical_json
+
+    @functools.cached_property
+    def _canonical_json(self):
+        # Cached: a frozen spec never changes, and rows, ids and messages all ask for it.
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
-    @property
+    @functools.cached_property
     def case_id(self):
         """Short stable name: the first 12 hex digits of the SHA-256 of the canonical JSON."""
         return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()[:12]

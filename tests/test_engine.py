@@ -73,3 +73,36 @@ def test_failure_without_raise_returns_outcome(ci_profile):
     assert outcome.first_failure_at is not None
     assert outcome.first_failure.status == "failed"
     assert outcome.failure_message.startswith("fault_tail_unwritten on cpu failed case ")
+
+
+def test_replayed_sequence_equals_generated(ci_profile):
+    from precision_suite.engine import clear_generated_sequences
+
+    def ids_and_counts(backend):
+        runs = []
+        outcome = drive_cases(backend, "float16", "ci", on_result=runs.append)
+        return [result.spec.case_id for result in runs], (outcome.examples, outcome.cases, outcome.passed)
+
+    clear_generated_sequences()
+    ids_and_counts(get_backend("paddle_composite"))
+    replayed = ids_and_counts(NumpyBackend("exact"))
+    clear_generated_sequences()
+    generated = ids_and_counts(NumpyBackend("exact"))
+
+    assert replayed == generated
+    assert len(generated[0]) >= 90
+
+
+def test_failure_after_replay_matches_fresh_hunt(ci_profile):
+    from precision_suite.engine import clear_generated_sequences
+
+    fault = get_backend("fault_nan_for_zero_rows")
+    clear_generated_sequences()
+    fresh = drive_cases(fault, "float16", "ci", shrink=False, raise_failure=False)
+    drive_cases(get_backend("numpy_single_rounding"), "float16", "ci")
+    after_replay = drive_cases(fault, "float16", "ci", shrink=False, raise_failure=False)
+
+    assert fresh.first_failure_at is not None
+    assert after_replay.first_failure_at == fresh.first_failure_at
+    assert after_replay.first_failure.spec == fresh.first_failure.spec
+    assert after_replay.failure_message == fresh.failure_message
