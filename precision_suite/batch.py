@@ -39,6 +39,7 @@ class PairTask:
     out: str
     run_id: str
     corpus_dir: str
+    resume: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,11 +106,13 @@ def run_pair(task, progress=None):
     setup_logging(run_dir)
     backend = get_backend(task.backend)
     corpus_cases, _ = load_corpus(task.corpus_dir)
-    finished = {
-        row["case_id"]: CaseResult.from_row(row)
-        for row in run_dir.read_rows("cases")[0]
-        if row.get("backend") == task.backend and row.get("device") == task.device and row.get("dtype") == task.dtype
-    }
+    finished = {}
+    if task.resume:
+        finished = {
+            row["case_id"]: CaseResult.from_row(row)
+            for row in run_dir.read_rows("cases")[0]
+            if row.get("backend") == task.backend and row.get("device") == task.device and row.get("dtype") == task.dtype
+        }
 
     def record(result):
         run_dir.append("cases", result.row(task.run_id))

@@ -159,7 +159,7 @@ def command_run(args):
     print(f"run {run_id}: profile {profile}, device {device}, {len(backends)} backends x {len(dtypes)} dtypes, "
           f"{len(corpus_cases)} corpus cases, output in {run_dir.path}", file=sys.stderr)
 
-    tasks = [PairTask(backend, dtype, profile, device, run_seed, run_dir.path, run_id, args.corpus)
+    tasks = [PairTask(backend, dtype, profile, device, run_seed, run_dir.path, run_id, args.corpus, bool(args.resume))
              for backend in backends for dtype in dtypes]
     progress = Progress()
     try:
