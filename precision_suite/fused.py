@@ -24,7 +24,7 @@ try:
     import numba
     from llvmlite import ir
     from numba import types
-    from numba.extending import intrinsic
+    from numba.extending import intrinsic, overload
 except ImportError:  # pragma: no cover - exercised only where Numba is not installed
     numba = None
 
@@ -85,6 +85,15 @@ if AVAILABLE:
 
     _jit = numba.njit(nogil=True, cache=True, error_model="numpy")
 
+    def _element_as_float64(values, j, shift):
+        """Return ``values[j]`` as float64: a float as it is, or float32 bits shifted left by ``shift``."""
+
+    @overload(_element_as_float64, jit_options={"nogil": True, "error_model": "numpy"})
+    def _element_as_float64_overload(values, j, shift):
+        if isinstance(values.dtype, types.Float):
+            return lambda values, j, shift: np.float64(values[j])
+        return lambda values, j, shift: np.float64(_as_float32(np.uint64(values[j]) << np.uint64(shift)))
+
     @_jit
     def _half_to_float64(half):
         """Decode float16 bits (in a uint64) exactly; NaN payloads are kept, as in NumPy's cast."""
@@ -127,30 +136,31 @@ if AVAILABLE:
             for j in range(start, start + count):
                 total += _term(values, j, square)
             return total
-        r0 = _term(values, start, square)
-        r1 = _term(values, start + 1, square)
-        r2 = _term(values, start + 2, square)
-        r3 = _term(values, start + 3, square)
-        r4 = _term(values, start + 4, square)
-        r5 = _term(values, start + 5, square)
-        r6 = _term(values, start + 6, square)
-        r7 = _term(values, start + 7, square)
-        stop = start + count - count % 8
-        j = start + 8
-        while j < stop:
-            r0 += _term(values, j, square)
-            r1 += _term(values, j + 1, square)
-            r2 += _term(values, j + 2, square)
-            r3 += _term(values, j + 3, square)
-            r4 += _term(values, j + 4, square)
-            r5 += _term(values, j + 5, square)
-            r6 += _term(values, j + 6, square)
-            r7 += _term(values, j + 7, square)
-            j += 8
+        # A slice and a range loop give LLVM indices it can prove non-negative, so it can
+        # vectorize the eight partial sums (0.34 to 0.20 ns per element on Zen 4). Each partial
+        # sum still adds its values in order, so the bits are those of NumPy's loop.
+        leaf = values[start:start + count]
+        r0 = _term(leaf, 0, square)
+        r1 = _term(leaf, 1, square)
+        r2 = _term(leaf, 2, square)
+        r3 = _term(leaf, 3, square)
+        r4 = _term(leaf, 4, square)
+        r5 = _term(leaf, 5, square)
+        r6 = _term(leaf, 6, square)
+        r7 = _term(leaf, 7, square)
+        stop = count - count % 8
+        for j in range(8, stop, 8):
+            r0 += _term(leaf, j, square)
+            r1 += _term(leaf, j + 1, square)
+            r2 += _term(leaf, j + 2, square)
+            r3 += _term(leaf, j + 3, square)
+            r4 += _term(leaf, j + 4, square)
+            r5 += _term(leaf, j + 5, square)
+            r6 += _term(leaf, j + 6, square)
+            r7 += _term(leaf, j + 7, square)
         total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while j < start + count:
-            total += _term(values, j, square)
-            j += 1
+        for j in range(stop, count):
+            total += _term(leaf, j, square)
         return total
 
     @_jit
@@ -235,27 +245,63 @@ if AVAILABLE:
         return _as_float64(_as_bits(rounded) | sign)
 
     @_jit
+    def _round_in_range(value, overflow, smallest_normal_bits, offset_scale):
+        """Round a float64 to the dtype like `_round_to_format`, without its branches.
+
+        Returns ``(rounded, in_range)``. When ``in_range`` is False (NaN or a magnitude at or
+        beyond ``overflow``), ``rounded`` is wrong.
+        """
+        bits = _as_bits(value)
+        magnitude_bits = bits & _MAGNITUDE
+        magnitude = _as_float64(magnitude_bits)
+        offset = _as_float64(max(magnitude_bits, smallest_normal_bits) & _EXPONENT) * offset_scale
+        rounded = _as_float64(_as_bits((magnitude + offset) - offset) | (bits & _SIGN))
+        return rounded, magnitude < overflow
+
+    @_jit
+    def _round_sum_bits(first_bits, second_bits, shift, overflow, smallest_normal_bits, offset_scale, out):
+        """Write the sum of two rows of float32 bit patterns, rounded to the dtype, to ``out``.
+
+        Each pattern is shifted left by ``shift`` first, 16 for bfloat16. Returns False when a
+        sum is NaN or at or beyond ``overflow``. The loop has no branch, so LLVM vectorizes it.
+        """
+        in_range = True
+        for j in range(out.size):
+            value = (np.float64(_as_float32(np.uint64(first_bits[j]) << np.uint64(shift)))
+                     + np.float64(_as_float32(np.uint64(second_bits[j]) << np.uint64(shift))))
+            out[j], in_bounds = _round_in_range(value, overflow, smallest_normal_bits, offset_scale)
+            in_range &= in_bounds
+        return in_range
+
+    @_jit
+    def _round_sum(row, other, overflow, smallest_normal_bits, offset_scale):
+        """Replace ``row`` by ``row + other`` rounded to the dtype, returning False as `_round_sum_bits` does."""
+        in_range = True
+        for j in range(row.size):
+            row[j], in_bounds = _round_in_range(row[j] + other[j], overflow, smallest_normal_bits, offset_scale)
+            in_range &= in_bounds
+        return in_range
+
+    @_jit
     def _rounded_input_row(x_bits, residual_bits, has_residual, code, overflow, smallest_normal_bits, offset_scale,
                            row, other):
         """Decode one row of ``x`` into ``row``, with ``residual`` added and rounded once to the dtype."""
-        decode_row(x_bits, code, row)
         if not has_residual:
+            decode_row(x_bits, code, row)
             return
-        decode_row(residual_bits, code, other)
-        # This loop has no branch, so LLVM vectorizes it. A row with a sum at or beyond the
-        # overflow bound, or NaN, is decoded again and rounded by `_round_to_format`.
-        in_range = True
-        for j in range(row.size):
-            value = row[j] + other[j]
-            bits = _as_bits(value)
-            magnitude_bits = bits & _MAGNITUDE
-            magnitude = _as_float64(magnitude_bits)
-            in_range &= magnitude < overflow
-            offset = _as_float64(max(magnitude_bits, smallest_normal_bits) & _EXPONENT) * offset_scale
-            row[j] = _as_float64(_as_bits((magnitude + offset) - offset) | (bits & _SIGN))
+        if code == FLOAT16:
+            decode_row(x_bits, code, row)
+            decode_row(residual_bits, code, other)
+            in_range = _round_sum(row, other, overflow, smallest_normal_bits, offset_scale)
+        else:
+            # bfloat16 is the upper half of a float32, so one shift decodes both dtypes.
+            shift = 16 if code == BFLOAT16 else 0
+            in_range = _round_sum_bits(x_bits, residual_bits, shift, overflow, smallest_normal_bits, offset_scale,
+                                       row)
         if in_range:
             return
         decode_row(x_bits, code, row)
+        decode_row(residual_bits, code, other)
         for j in range(row.size):
             row[j] = _round_to_format(row[j] + other[j], overflow, smallest_normal_bits, offset_scale)
 
@@ -310,13 +356,31 @@ if AVAILABLE:
         Adds the row's maxima (as int64 bit patterns) and counts to ``maxima_bits`` and
         ``counts``. Returns False when a value is not finite.
         """
+        if code == FLOAT32 or code == BFLOAT16:
+            # The error loop decodes these from their bits, which saves a pass over ``decoded``.
+            return _measure_decoded_row(i, actual_row, 16 if code == BFLOAT16 else 0, code, reference_row,
+                                        reference_bits_row, budget, mantissa_bits, overflow, smallest_normal_bits,
+                                        collect_threshold, count_threshold, worst_threshold, ulp, frames, partial,
+                                        candidates, row_sums, worst_ulp, worst_position, worst_abs, worst_rel,
+                                        maxima_bits, counts)
+        decode_row(actual_row, code, decoded)
+        return _measure_decoded_row(i, decoded, 0, code, reference_row, reference_bits_row, budget, mantissa_bits,
+                                    overflow, smallest_normal_bits, collect_threshold, count_threshold,
+                                    worst_threshold, ulp, frames, partial, candidates, row_sums, worst_ulp,
+                                    worst_position, worst_abs, worst_rel, maxima_bits, counts)
+
+    @_jit
+    def _measure_decoded_row(i, actual_row, shift, code, reference_row, reference_bits_row, budget, mantissa_bits,
+                             overflow, smallest_normal_bits, collect_threshold, count_threshold, worst_threshold,
+                             ulp, frames, partial, candidates, row_sums, worst_ulp, worst_position, worst_abs,
+                             worst_rel, maxima_bits, counts):
+        """Measure a row like `_measure_row`; ``actual_row`` is decoded float64 or bits read by `_element_as_float64`."""
         hidden = actual_row.size
         narrow = code != FLOAT64
         # Reciprocal spacing 2**(mantissa_bits - e) from the biased exponent bits E = e + 1023.
         reciprocal_base = np.uint64((2046 + mantissa_bits) << 52)
         spacing_scale = 2.0 ** -mantissa_bits
         offset_scale = 2.0 ** (52 - mantissa_bits)
-        decode_row(actual_row, code, decoded)
         row_max_bits = np.int64(0)
         max_abs_bits = np.int64(0)
         max_rel_bits = np.int64(0)
@@ -328,7 +392,7 @@ if AVAILABLE:
         for j in range(hidden):
             reference_word = reference_bits_row[j]
             magnitude_bits = reference_word & _MAGNITUDE
-            actual = decoded[j]
+            actual = _element_as_float64(actual_row, j, shift)
             abs_error = abs(actual - reference_row[j])
             finite &= (_as_float64(magnitude_bits) < overflow) & (abs_error < math.inf)
             denominator_bits = max(magnitude_bits, smallest_normal_bits)
@@ -342,7 +406,7 @@ if AVAILABLE:
                 equal += rounded_bits == _as_bits(actual)
             else:
                 value = abs_error / (_as_float64(exponent_bits) * spacing_scale)
-                equal += reference_word == np.uint64(actual_row[j])
+                equal += reference_word == _as_bits(actual)
             rel_error = abs_error / _as_float64(denominator_bits)
             ulp[j] = value
             # Non-negative float64 values order like their bit patterns, also as int64.
@@ -385,7 +449,7 @@ if AVAILABLE:
                         worst_position[moved] = worst_position[moved - 1]
                         worst_abs[moved] = worst_abs[moved - 1]
                         worst_rel[moved] = worst_rel[moved - 1]
-                    abs_error = abs(decoded[j] - reference_row[j])
+                    abs_error = abs(_element_as_float64(actual_row, j, shift) - reference_row[j])
                     denominator = _as_float64(max(reference_bits_row[j] & _MAGNITUDE, smallest_normal_bits))
                     worst_ulp[slot] = value
                     worst_position[slot] = i * hidden + j
@@ -393,7 +457,12 @@ if AVAILABLE:
                     worst_rel[slot] = abs_error / denominator
                     kept = min(kept + 1, WORST_COUNT)
             counts[WORST] = kept
-        row_sums[i] = 0.0 + _pairwise_sum(ulp, 0, hidden, frames, partial, False)
+        if row_max_bits == 0:
+            # Every ULP value is +0.0 (``abs`` never gives -0.0), so the sum is 0.0. Outputs that
+            # are exact, as ``residual_out`` usually is, skip a pass.
+            row_sums[i] = 0.0
+        else:
+            row_sums[i] = 0.0 + _pairwise_sum(ulp, 0, hidden, frames, partial, False)
         return True
 
     @_jit
