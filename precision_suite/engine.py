@@ -195,7 +195,7 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
 
 
 def clear_generated_sequences():
-    """Forget the recorded sequences of cases, so the next `drive_cases` asks Hypothesis again."""
+    """Forget the recorded sequences of cases, so the next `drive_cases` generates with Hypothesis again."""
     _GENERATED_SEQUENCES.clear()
 
 

@@ -20,7 +20,8 @@ def test_unknown_backend_lists_names():
         get_backend("paddle_fast")
     message = str(raised.value)
     assert message.startswith("backend: unknown name 'paddle_fast'; valid names are ")
-    assert "paddle_fused" in message and "paddle_phi" in message
+    assert "paddle_fused" in message
+    assert "paddle_phi" in message
 
 
 def test_default_backends():
@@ -46,7 +47,8 @@ def test_register_and_unregister():
 def test_phi_unavailable_on_cpu_with_paddle_reason():
     availability = get_backend("paddle_phi").probe("float32", "cpu")
     assert not availability.available
-    assert "rms_norm" in availability.reason and "not registered" in availability.reason
+    assert "rms_norm" in availability.reason
+    assert "not registered" in availability.reason
 
 
 @cpu_only

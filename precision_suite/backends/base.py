@@ -102,7 +102,7 @@ class Backend:
         Raises
         ------
         BackendUnavailable
-            When the probe says the dtype or device cannot run here.
+            When the probe found that the dtype or device cannot run here.
         """
         availability = self.probe(dtype_name(x.dtype), device, residual is not None)
         if not availability.available:
