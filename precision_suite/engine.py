@@ -2,7 +2,7 @@
 
 The pytest cases, ``precision-suite run`` and ``precision-suite mutants`` all call
 `drive_cases`, so they generate the same specs for a profile, dtype and seed. Outside the
-nightly profile's target phase every backend sees the same sequence of cases until one
+nightly profile's target phase every backend gets the same sequence of cases until one
 fails and shrinking begins, so a process generates each sequence once and replays it.
 """
 
@@ -147,7 +147,7 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
         counted.add(spec.case_id)
 
         # Scores steer generation even outside the target phase, so they are reported only
-        # where that phase runs; then every backend gets the same cases until one fails.
+        # where that phase runs. Elsewhere every backend gets the same cases until one fails.
         if targeting and math.isfinite(result.max_ulp_error):
             target(result.max_ulp_error, label=f"max_ulp_error {backend.name} {dtype}")
         if result.status == FAILED:

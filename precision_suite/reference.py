@@ -1,6 +1,6 @@
 """The float64 RMSNorm reference, computed from the decoded rounded inputs.
 
-The reference never sees a backend's output. For a fused residual it follows the kernel
+The reference never reads a backend's output. For a fused residual it follows the kernel
 contract: ``residual_out`` is ``x + residual`` rounded once to the case dtype, and the
 output normalizes that rounded sum.
 """
@@ -217,7 +217,7 @@ def compute_reference(spec, inputs, block_rows=None, threads=1, fused=None):
 
 
 class RmsNormRows(LazyReference):
-    """The float64 reference of one RMSNorm output, computed for the row blocks `measure` asks for.
+    """The float64 reference of one RMSNorm output, computed for the row blocks that `measure` requests.
 
     With the fused kernels `measure_fused` computes each reference row in a row-sized
     buffer and measures it at once, so the float64 reference never reaches memory. Other

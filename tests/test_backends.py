@@ -92,7 +92,7 @@ def test_composite_single_rounding_matches_exact_rounding(dtype):
 
 
 class FakePhiKernel:
-    """Stands in for the GPU-only phi kernel: records its arguments and answers like a release."""
+    """Stands in for the GPU-only phi kernel: records its arguments and returns what a release returns."""
 
     def __init__(self, returns_tuple):
         self.returns_tuple = returns_tuple

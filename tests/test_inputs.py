@@ -111,7 +111,8 @@ def test_x_scale_scales_normal():
                                                       ("near_zero", -0.01, 0.01)])
 def test_weight_distributions(w_dist, low, high):
     weight = to_float64(make_inputs(spec(w_dist=w_dist)).weight)
-    assert low <= weight.min() and weight.max() <= high
+    assert low <= weight.min()
+    assert weight.max() <= high
 
 
 def test_large_scale_float16_inputs_stay_finite():

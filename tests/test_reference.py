@@ -38,7 +38,7 @@ def test_reference_matches_exact(dtype, x_dist):
         np.testing.assert_allclose(reference[row_index], exact, rtol=1e-14, atol=0)
 
 
-def test_float64_reference_error_does_not_grow_with_hidden_size():
+def test_float64_reference_exact_wide_rows():
     # Equal terms make a naive float64 sum drift; the reference's exact sum must not.
     hidden = 4099
     x = np.full((1, hidden), 0.1)

@@ -67,9 +67,8 @@ class Backend:
     def probe(self, dtype, device, residual=False):
         """Return whether ``dtype`` runs on ``device``, from a tiny real call, cached.
 
-        The probe runs a 2 x 8 case, with a residual when ``residual`` is true; any
-        exception makes the combination unavailable and keeps the exception's text as the
-        reason.
+        The probe runs a 2 x 8 case, with a residual when ``residual`` is true. Any
+        exception makes the combination unavailable, and its text becomes the reason.
         """
         key = (dtype, device, residual)
         if key in self._availability:

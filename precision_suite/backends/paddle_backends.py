@@ -106,7 +106,7 @@ def _add_rounded(x, residual):
     Paddle's CPU wheel has no float16 or bfloat16 ``add`` kernel, so the composites add in
     float32, which equals a correctly rounded add in the dtype on every device.
     NOTE: two float16 or bfloat16 values whose exponents differ by more than float32's
-    extra bits can round twice here; such a pair is off by at most 1 ulp.
+    extra bits can round twice here. Such a pair is off by at most 1 ulp.
     """
     compute = _compute_dtype(x)
     return (x.astype(compute) + residual.astype(compute)).astype(x.dtype)

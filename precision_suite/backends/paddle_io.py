@@ -63,7 +63,7 @@ def paddle_place(device):
     Raises
     ------
     BackendUnavailable
-        When a GPU is asked for and Paddle was built without CUDA or sees no device.
+        When a GPU is requested and Paddle was built without CUDA or finds no device.
     """
     paddle = import_paddle()
     if device == "cpu":

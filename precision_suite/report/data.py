@@ -32,7 +32,7 @@ DERIVED_TABLES = ("summary",)
 
 @dataclasses.dataclass
 class RunData:
-    """One run directory as the report sees it.
+    """One run directory as the report reads it.
 
     Attributes
     ----------
@@ -112,7 +112,7 @@ def load_run(path):
     Raises
     ------
     SpecError
-        When the folder does not exist, holds neither ``run.json`` nor any table, or its
+        When the folder does not exist, contains neither ``run.json`` nor any table, or its
         ``run.json`` is not valid JSON.
     """
     path = os.fspath(path)
