@@ -2,8 +2,9 @@
 
 The pytest cases, ``precision-suite run`` and ``precision-suite mutants`` all call
 `drive_cases`, so they generate the same specs for a profile, dtype and seed. Outside the
-nightly profile's target phase every backend gets the same sequence of cases until one
-fails and shrinking begins, so a process generates each sequence once and replays it.
+nightly profile's target phase every backend and dtype gets the same sequence of generated
+cases, apart from the dtype, until one fails and shrinking begins. A process therefore
+generates the sequence once and replays it.
 """
 
 import contextlib
@@ -17,10 +18,13 @@ from precision_suite.runner import ERROR, FAILED, PASSED, UNAVAILABLE, run_backe
 from precision_suite.strategies import case_specs
 
 
-# Specs in the order Hypothesis checked them, by (dtype, profile, seed, explicit case ids), from
-# runs in which every case passed. Without the target phase and without a failure, generation
-# does not depend on the backend, so the next backend replays the list instead of generating
-# it again, and falls back to Hypothesis (to shrink) at its first failure.
+# Generated specs in the order Hypothesis checked them, by (profile, seed), from runs in which
+# every case passed; the explicit specs that ran first are not part of the list. Without the
+# target phase and without a failure, generation does not depend on the backend. It does not
+# depend on the dtype either, because `case_specs` of one dtype draws no choice for it
+# (``tests/test_engine.py`` checks this). The next backend and dtype replay the list with their
+# own dtype instead of generating it again, and fall back to Hypothesis (to shrink) at their
+# first failure.
 _GENERATED_SEQUENCES = {}
 
 
@@ -126,7 +130,7 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
     base = settings.get_profile(profile)
     targeting = Phase.target in base.phases
     explicit = [spec for spec in explicit_specs if spec.dtype == dtype]
-    sequence_key = (dtype, profile, run_seed, tuple(spec.case_id for spec in explicit))
+    sequence_key = (profile, run_seed)
 
     outcome = DriveOutcome(backend=backend.name, dtype=dtype)
     # Results by case id: Hypothesis can draw one spec twice (and shrinking replays a failure),
@@ -155,11 +159,13 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
         if result.status == ERROR:
             raise CaseFailure(format_error(result))
 
-    sequence = None if targeting else _GENERATED_SEQUENCES.get(sequence_key)
-    if sequence is not None:
+    generated = None if targeting else _GENERATED_SEQUENCES.get(sequence_key)
+    if generated is not None:
         try:
-            for spec in sequence:
+            for spec in explicit:
                 check_case(spec)
+            for spec in generated:
+                check_case(spec if spec.dtype == dtype else spec.replace(dtype=dtype))
         except CaseFailure:
             # Shrinking needs Hypothesis: start the counts again, keeping the results in `seen`.
             outcome = DriveOutcome(backend=backend.name, dtype=dtype)
@@ -187,8 +193,9 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
         if raise_failure:
             raise failure from None
     else:
-        if not targeting:
-            _GENERATED_SEQUENCES[sequence_key] = list(checked)
+        # Hypothesis runs the explicit specs first, in order; only what follows them is generated.
+        if not targeting and checked[:len(explicit)] == explicit:
+            _GENERATED_SEQUENCES[sequence_key] = checked[len(explicit):]
     finally:
         outcome.cases = len(seen)
     return outcome

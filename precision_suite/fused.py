@@ -36,6 +36,9 @@ DTYPE_CODES = {"float16": FLOAT16, "bfloat16": BFLOAT16, "float32": FLOAT32, "fl
 MAX_ULP, MAX_ABS, MAX_REL = 0, 1, 2
 EQUAL, OVER_BUDGET, ABOVE_COUNT_THRESHOLD, AT_COUNT_THRESHOLD, CANDIDATES, WORST = 0, 1, 2, 3, 4, 5
 WORST_COUNT = 5
+# Positions of the maxima and counts arrays among a kernel's result arrays, which follow
+# `measure_rows`' parameters from ``candidates`` to ``counts``.
+MAXIMA, COUNTS = 7, 8
 
 AVAILABLE = numba is not None and not numba.config.DISABLE_JIT
 
@@ -361,7 +364,7 @@ if AVAILABLE:
     def _measure_row(i, actual_row, code, reference_row, reference_bits_row, budget, mantissa_bits, overflow,
                      smallest_normal_bits, collect_threshold, count_threshold, worst_threshold, decoded, ulp,
                      frames, partial, candidates, row_sums, worst_ulp, worst_position, worst_abs, worst_rel,
-                     maxima_bits, counts):
+                     worst_reference, maxima_bits, counts):
         """Measure row ``i`` of a block against its float64 reference row; see `measure_rows`.
 
         Adds the row's maxima (as int64 bit patterns) and counts to ``maxima_bits`` and
@@ -373,18 +376,18 @@ if AVAILABLE:
                                         reference_bits_row, budget, mantissa_bits, overflow, smallest_normal_bits,
                                         collect_threshold, count_threshold, worst_threshold, ulp, frames, partial,
                                         candidates, row_sums, worst_ulp, worst_position, worst_abs, worst_rel,
-                                        maxima_bits, counts)
+                                        worst_reference, maxima_bits, counts)
         decode_row(actual_row, code, decoded)
         return _measure_decoded_row(i, decoded, 0, code, reference_row, reference_bits_row, budget, mantissa_bits,
                                     overflow, smallest_normal_bits, collect_threshold, count_threshold,
                                     worst_threshold, ulp, frames, partial, candidates, row_sums, worst_ulp,
-                                    worst_position, worst_abs, worst_rel, maxima_bits, counts)
+                                    worst_position, worst_abs, worst_rel, worst_reference, maxima_bits, counts)
 
     @_jit
     def _measure_decoded_row(i, actual_row, shift, code, reference_row, reference_bits_row, budget, mantissa_bits,
                              overflow, smallest_normal_bits, collect_threshold, count_threshold, worst_threshold,
                              ulp, frames, partial, candidates, row_sums, worst_ulp, worst_position, worst_abs,
-                             worst_rel, maxima_bits, counts):
+                             worst_rel, worst_reference, maxima_bits, counts):
         """Measure a row like `_measure_row`; ``actual_row`` is decoded float64 or bits read by `_element_as_float64`."""
         hidden = actual_row.size
         narrow = code != FLOAT64
@@ -460,12 +463,14 @@ if AVAILABLE:
                         worst_position[moved] = worst_position[moved - 1]
                         worst_abs[moved] = worst_abs[moved - 1]
                         worst_rel[moved] = worst_rel[moved - 1]
+                        worst_reference[moved] = worst_reference[moved - 1]
                     abs_error = abs(_element_as_float64(actual_row, j, shift) - reference_row[j])
                     denominator = _as_float64(max(reference_bits_row[j] & _MAGNITUDE, smallest_normal_bits))
                     worst_ulp[slot] = value
                     worst_position[slot] = i * hidden + j
                     worst_abs[slot] = abs_error
                     worst_rel[slot] = abs_error / denominator
+                    worst_reference[slot] = reference_row[j]
                     kept = min(kept + 1, WORST_COUNT)
             counts[WORST] = kept
         if row_max_bits == 0:
@@ -484,14 +489,16 @@ if AVAILABLE:
     @_jit
     def measure_rows(actual_bits, code, reference, reference_bits, budget, mantissa_bits, overflow,
                      smallest_normal_bits, collect_threshold, count_threshold, worst_threshold,
-                     candidates, row_sums, worst_ulp, worst_position, worst_abs, worst_rel, maxima, counts):
+                     candidates, row_sums, worst_ulp, worst_position, worst_abs, worst_rel, worst_reference, maxima,
+                     counts):
         """Measure a block of finite rows in one pass; see `precision_suite.metrics.measure`.
 
         ``actual_bits`` holds the output's bit patterns and ``reference`` the float64
         reference (``reference_bits`` is its uint64 view), both ``(rows, hidden)``. Writes
         the ULP values above ``collect_threshold`` to ``candidates``, each row's pairwise
         ULP sum to ``row_sums``, the `WORST_COUNT` largest ULP errors above
-        ``worst_threshold`` (ties to the lower position) to the ``worst_*`` arrays, and the
+        ``worst_threshold`` (ties to the lower position) with their positions, errors and
+        reference values to the ``worst_*`` arrays, and the
         maxima and counts to ``maxima`` and ``counts`` at the indices named in this module.
 
         Returns False when a value is NaN or infinite or a reference rounds to infinity;
@@ -507,7 +514,7 @@ if AVAILABLE:
             if not _measure_row(i, actual_bits[i], code, reference[i], reference_bits[i], budget, mantissa_bits,
                                 overflow, smallest_normal_bits, collect_threshold, count_threshold,
                                 worst_threshold, decoded, ulp, frames, partial, candidates, row_sums, worst_ulp,
-                                worst_position, worst_abs, worst_rel, maxima_bits, counts):
+                                worst_position, worst_abs, worst_rel, worst_reference, maxima_bits, counts):
                 return False
         _store_maxima(maxima_bits, maxima)
         return True
@@ -516,7 +523,7 @@ if AVAILABLE:
     def measure_rms_norm_rows(actual_bits, code, x_bits, residual_bits, has_residual, normalize, weight, eps,
                               budget, mantissa_bits, overflow, smallest_normal_bits, collect_threshold,
                               count_threshold, worst_threshold, candidates, row_sums, worst_ulp, worst_position,
-                              worst_abs, worst_rel, maxima, counts):
+                              worst_abs, worst_rel, worst_reference, maxima, counts):
         """Measure a block like `measure_rows`, computing each reference row as `reference_rows` does.
 
         The reference row lives in a row-sized buffer, so the float64 reference of the block
@@ -539,7 +546,7 @@ if AVAILABLE:
             if not _measure_row(i, actual_bits[i], code, reference_row, reference_bits_row, budget, mantissa_bits,
                                 overflow, smallest_normal_bits, collect_threshold, count_threshold,
                                 worst_threshold, decoded, ulp, frames, partial, candidates, row_sums, worst_ulp,
-                                worst_position, worst_abs, worst_rel, maxima_bits, counts):
+                                worst_position, worst_abs, worst_rel, worst_reference, maxima_bits, counts):
                 return False
         _store_maxima(maxima_bits, maxima)
         return True
@@ -563,8 +570,8 @@ if AVAILABLE:
         frames, partial = _pairwise_stack()
         out_maxima_bits = np.zeros(3, np.int64)
         residual_out_maxima_bits = np.zeros(3, np.int64)
-        out_results[7][:] = 0
-        residual_out_results[7][:] = 0
+        out_results[COUNTS][:] = 0
+        residual_out_results[COUNTS][:] = 0
         for i in range(rows):
             _rounded_input_row(x_bits[i], residual_bits[i], True, code, overflow, smallest_normal_bits,
                                offset_scale, reference_row, other)
@@ -573,18 +580,18 @@ if AVAILABLE:
                                 collect_threshold, count_threshold, worst_threshold, decoded, ulp, frames, partial,
                                 residual_out_results[0], residual_out_results[1], residual_out_results[2],
                                 residual_out_results[3], residual_out_results[4], residual_out_results[5],
-                                residual_out_maxima_bits, residual_out_results[7]):
+                                residual_out_results[6], residual_out_maxima_bits, residual_out_results[COUNTS]):
                 return False
             if not _normalize_row(reference_row, weight, eps, frames, partial, reference_row):
                 return False
             if not _measure_row(i, out_bits[i], code, reference_row, reference_bits_row, out_budget, mantissa_bits,
                                 overflow, smallest_normal_bits, collect_threshold, count_threshold,
                                 worst_threshold, decoded, ulp, frames, partial, out_results[0], out_results[1],
-                                out_results[2], out_results[3], out_results[4], out_results[5], out_maxima_bits,
-                                out_results[7]):
+                                out_results[2], out_results[3], out_results[4], out_results[5], out_results[6],
+                                out_maxima_bits, out_results[COUNTS]):
                 return False
-        _store_maxima(out_maxima_bits, out_results[6])
-        _store_maxima(residual_out_maxima_bits, residual_out_results[6])
+        _store_maxima(out_maxima_bits, out_results[MAXIMA])
+        _store_maxima(residual_out_maxima_bits, residual_out_results[MAXIMA])
         return True
 
 else:

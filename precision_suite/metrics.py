@@ -528,12 +528,12 @@ def _largest_with_lowest_index(values, count):
 def _fused_results(rows, size, scratch, slot=0):
     """Return the result arrays of a fused kernel, in `fused.measure_rows` order."""
     return (scratch.candidates(size, slot), np.empty(rows), np.empty(WORST_COUNT), np.empty(WORST_COUNT, np.int64),
-            np.empty(WORST_COUNT), np.empty(WORST_COUNT), np.empty(3), np.empty(6, np.int64))
+            np.empty(WORST_COUNT), np.empty(WORST_COUNT), np.empty(WORST_COUNT), np.empty(3), np.empty(6, np.int64))
 
 
 def _fused_stats(elements, p99_threshold, results):
     """Build the `_BlockStats` of a block from a fused kernel's result arrays."""
-    candidates, row_sums, worst_ulp, worst_position, worst_abs, worst_rel, maxima, counts = results
+    candidates, row_sums, worst_ulp, worst_position, worst_abs, worst_rel, worst_reference, maxima, counts = results
     kept = int(counts[fused_kernels.WORST])
     return _BlockStats(
         elements=elements,
@@ -546,8 +546,8 @@ def _fused_stats(elements, p99_threshold, results):
         row_sums=row_sums,
         p99_threshold=p99_threshold,
         p99_values=candidates[:counts[fused_kernels.CANDIDATES]].copy(),
-        worst=[(float(worst_ulp[i]), int(worst_position[i]), float(worst_abs[i]), float(worst_rel[i]))
-               for i in range(kept)],
+        worst=[(float(worst_ulp[i]), int(worst_position[i]), float(worst_abs[i]), float(worst_rel[i]),
+                float(worst_reference[i])) for i in range(kept)],
         above_count_threshold=int(counts[fused_kernels.ABOVE_COUNT_THRESHOLD]),
         at_count_threshold=int(counts[fused_kernels.AT_COUNT_THRESHOLD]),
     )
@@ -638,7 +638,8 @@ def _measure_block(actual, reference, name, budget, constants, thresholds, scrat
     if max_ulp > worst_threshold:
         positions = np.flatnonzero(ulp > worst_threshold)
         chosen = positions[_largest_with_lowest_index(ulp[positions], WORST_COUNT)]
-        worst = [(float(ulp[i]), int(i), float(abs_error[i]), float(rel_error[i])) for i in chosen]
+        worst = [(float(ulp[i]), int(i), float(abs_error[i]), float(rel_error[i]), float(reference[i]))
+                 for i in chosen]
 
     return _BlockStats(
         elements=ulp.size,
@@ -896,8 +897,8 @@ def _measure_pass(prepared, tasks, threads, fused, count_threshold, top_count):
             totals.largest.add(stats.p99_threshold, stats.p99_values)
             thresholds.p99 = max(count_threshold, totals.largest.threshold)
 
-            totals.worst.extend((ulp, -index, -(start * hidden + position), abs_error, rel_error)
-                                for ulp, position, abs_error, rel_error in stats.worst)
+            totals.worst.extend((ulp, -index, -(start * hidden + position), abs_error, rel_error, reference)
+                                for ulp, position, abs_error, rel_error, reference in stats.worst)
             totals.worst.sort(reverse=True)
             del totals.worst[WORST_COUNT:]
             if len(totals.worst) == WORST_COUNT:
@@ -925,7 +926,6 @@ def _record(outputs, prepared, elements, totals, p99):
         mean_ulp = total / finite
     else:
         mean_ulp = math.inf if elements else 0.0
-    reference_rows = _worst_reference_rows(prepared, totals.worst)
     return ErrorRecord(
         elements=elements,
         max_abs_error=totals.max_abs,
@@ -937,31 +937,14 @@ def _record(outputs, prepared, elements, totals, p99):
         ulp_budget=float(outputs[0][3]) if outputs else np.nan,
         bitwise_equal_frac=totals.equal / elements if elements else 1.0,
         nonfinite_mismatches=totals.nonfinite,
-        worst=tuple(_worst_element(prepared, item, reference_rows) for item in totals.worst),
+        worst=tuple(_worst_element(prepared, item) for item in totals.worst),
         over_budget=totals.over_budget,
     )
 
 
-def _worst_reference_rows(prepared, worst):
-    """Return ``{(output, row): float64 reference row}`` for the rows of the worst elements.
-
-    A `LazyReference` computes all of one output's rows in one call.
-    """
-    rows_by_output = {}
-    for _, negative_output, negative_index, _, _ in worst:
-        hidden = prepared[-negative_output].actual_rows.shape[1]
-        rows_by_output.setdefault(-negative_output, set()).add(-negative_index // hidden)
-    reference_rows = {}
-    for output, rows in rows_by_output.items():
-        rows = sorted(rows)
-        values = np.asarray(prepared[output].reference_rows[np.array(rows)], dtype=np.float64)
-        reference_rows.update(((output, row), values[position]) for position, row in enumerate(rows))
-    return reference_rows
-
-
-def _worst_element(prepared, item, reference_rows):
-    """Build the `WorstElement` of a merged ``(ulp, -output, -flat_index, abs, rel)`` entry."""
-    ulp, negative_output, negative_index, abs_error, rel_error = item
+def _worst_element(prepared, item):
+    """Build the `WorstElement` of a merged ``(ulp, -output, -flat_index, abs, rel, reference)`` entry."""
+    ulp, negative_output, negative_index, abs_error, rel_error, reference = item
     output = prepared[-negative_output]
     row, column = divmod(-negative_index, output.actual_rows.shape[1])
     index = []
@@ -973,7 +956,7 @@ def _worst_element(prepared, item, reference_rows):
         output=output.name,
         index=tuple(reversed(index)),
         actual=float(output.actual_rows[row, column]),
-        reference=float(reference_rows[-negative_output, row][column]),
+        reference=reference,
         ulp_error=ulp, abs_error=abs_error, rel_error=rel_error,
     )
 

@@ -106,3 +106,46 @@ def test_failure_after_replay_matches_fresh_hunt(ci_profile):
     assert after_replay.first_failure_at == fresh.first_failure_at
     assert after_replay.first_failure.spec == fresh.first_failure.spec
     assert after_replay.failure_message == fresh.failure_message
+
+
+def _generated_specs(dtype, explicit=()):
+    """Return the specs a fresh Hypothesis run checks for ``dtype``, with the dtype set to float32."""
+    from precision_suite.engine import clear_generated_sequences
+
+    clear_generated_sequences()
+    runs = []
+    drive_cases(NumpyBackend("exact"), dtype, "ci", on_result=runs.append, explicit_specs=explicit)
+    return [result.spec.replace(dtype="float32") for result in runs[len(explicit):]]
+
+
+def test_generated_specs_same_for_every_dtype(ci_profile):
+    # Replay across dtypes relies on this: a change that makes the strategy draw differently
+    # per dtype must also key the recorded sequences by dtype.
+    explicit = [CaseSpec(op="rms_norm", shape=(3, 769), dtype="float16", eps=1e-5, x_dist="tiny", w_dist="ones",
+                         residual=False, seed=5)]
+    float16 = _generated_specs("float16", explicit)
+    bfloat16 = _generated_specs("bfloat16")
+    float64 = _generated_specs("float64")
+
+    assert len(float16) >= 90
+    assert float16 == bfloat16
+    assert float16 == float64
+
+
+def test_replay_for_other_dtype_equals_generated(ci_profile):
+    from precision_suite.engine import clear_generated_sequences
+
+    def ids_and_counts(dtype):
+        runs = []
+        outcome = drive_cases(NumpyBackend("exact"), dtype, "ci", on_result=runs.append)
+        dtypes = {result.spec.dtype for result in runs}
+        return [result.spec.case_id for result in runs], dtypes, (outcome.examples, outcome.cases, outcome.passed)
+
+    clear_generated_sequences()
+    ids_and_counts("float16")
+    replayed = ids_and_counts("bfloat16")
+    clear_generated_sequences()
+    generated = ids_and_counts("bfloat16")
+
+    assert replayed == generated
+    assert replayed[1] == {"bfloat16"}
