@@ -662,36 +662,52 @@ class _LargestValues:
     """Streaming k-th largest value: keeps only the values above a threshold that only rises.
 
     The threshold is always a value with at least ``k`` seen elements at or above it, so an
-    element below it can never be the k-th largest. Memory stays near ``2 k`` values.
+    element below it can never be the k-th largest. Memory stays near ``2 k`` values. With
+    ``fused`` large selections run in `fused.kth_largest`, the others in ``numpy.partition``.
     """
 
-    def __init__(self, count):
+    def __init__(self, count, fused=False):
         self.count = count
+        self.fused = fused
         self.threshold = -math.inf
-        self.parts = []
+        # Kept values fill ``buffer[:size]``; the buffer doubles when full, so each block's
+        # values are copied once as they merge, while later blocks are still measured.
+        self.buffer = np.empty(0)
         self.size = 0
 
     def add(self, threshold_used, values):
         if threshold_used < self.threshold:
             values = values[values > self.threshold]
-        self.parts.append(values)
-        self.size += values.size
+        needed = self.size + values.size
+        if needed > self.buffer.size:
+            grown = np.empty(max(needed, 2 * self.buffer.size))
+            grown[:self.size] = self.buffer[:self.size]
+            self.buffer = grown
+        self.buffer[self.size:needed] = values
+        self.size = needed
         if self.size >= 2 * self.count + BLOCK_ELEMENTS:
             self._compact()
 
     def _compact(self):
-        values = np.concatenate(self.parts)
+        values = self.buffer[:self.size]
         if values.size >= self.count:
-            self.threshold = float(np.partition(values, values.size - self.count)[values.size - self.count])
-            values = values[values > self.threshold]
-        self.parts = [values]
-        self.size = values.size
+            self.threshold = self._select(values)
+            kept = values[values > self.threshold]
+            self.buffer[:kept.size] = kept
+            self.size = kept.size
 
     def kth_largest(self):
-        values = np.concatenate(self.parts) if self.parts else np.zeros(0)
+        values = self.buffer[:self.size]
         if values.size >= self.count:
-            return float(np.partition(values, values.size - self.count)[values.size - self.count])
+            return self._select(values)
         return self.threshold
+
+    def _select(self, values):
+        """Return the k-th largest of ``values``, which contains at least k ULP values (never NaN)."""
+        # The kernel's histogram costs more than a partition of fewer values than its bins.
+        if self.fused and values.size >= fused_kernels.SELECT_BINS:
+            return float(fused_kernels.kth_largest(values, self.count))
+        return float(np.partition(values, values.size - self.count)[values.size - self.count])
 
 
 def _p99_rank(elements):
@@ -862,7 +878,7 @@ def _measure_pass(prepared, tasks, threads, fused, count_threshold, top_count):
     """Measure every block and merge the statistics in block order."""
     thresholds = _SharedThresholds(count_threshold)
     scratch = _Scratch()
-    totals = _Totals(largest=_LargestValues(top_count))
+    totals = _Totals(largest=_LargestValues(top_count, fused))
 
     paired = any(task[3] is not None for task in tasks)
 

@@ -30,6 +30,46 @@ def test_pairwise_sum_matches_numpy_reduce(count):
     assert 0.0 + fused.pairwise_sum(values, 0, count) == expected
 
 
+def _selection_values(kind, size, rng):
+    """Return non-negative ULP-like values: spread, tied, with infinities, all zero or over many binades."""
+    if kind == "spread":
+        return rng.random(size) * 0.2 + 0.3
+    if kind == "ties":
+        return rng.integers(0, 3, size) * 0.25
+    if kind == "infinities":
+        values = rng.random(size)
+        values[rng.random(size) < 0.3] = np.inf
+        return values
+    if kind == "zeros":
+        return np.zeros(size)
+    return np.exp(rng.normal(0.0, 30.0, size))
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["spread", "ties", "infinities", "zeros", "binades"])
+@pytest.mark.parametrize("size", [1, 2, 7, 1000, 200_000])
+def test_kth_largest_matches_partition(kind, size):
+    rng = np.random.default_rng(size)
+    values = _selection_values(kind, size, rng)
+    for count in sorted({1, max(1, size // 100), max(1, size // 2), size}):
+        expected = np.partition(values, size - count)[size - count]
+        assert fused.kth_largest(values, count) == expected, f"count {count}"
+
+
+@pytest.mark.parametrize("kernel", [pytest.param(True, marks=needs_numba), False], ids=["fused", "numpy"])
+def test_largest_values_compacts_to_exact_value(kernel):
+    rng = np.random.default_rng(9)
+    blocks = [rng.random(40_000) * rng.integers(1, 4) for _ in range(6)]
+    largest = metrics._LargestValues(1000, fused=kernel)
+    for block in blocks:
+        largest.add(-math.inf, block)
+
+    expected = np.sort(np.concatenate(blocks))[-1000]
+    assert largest.threshold > 0.0
+    assert largest.size < 2 * 1000 + metrics.BLOCK_ELEMENTS
+    assert largest.kth_largest() == expected
+
+
 @needs_numba
 @pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
 @pytest.mark.parametrize("name", ["float16", "bfloat16"])
