@@ -1,5 +1,9 @@
 """The backend registry, availability probes and bit-exact transfer to Paddle."""
 
+import os
+import subprocess
+import sys
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -27,6 +31,33 @@ def test_unknown_backend_lists_names():
 def test_default_backends():
     names = [backend.name for backend in list_backends()]
     assert names == ["paddle_phi", "paddle_fused", "paddle_composite", "paddle_composite_cast"]
+
+
+def test_fastdeploy_backends_registered_on_import():
+    # A new process, so no other test has imported the e2e modules first.
+    code = ("from precision_suite.backends import get_backend, list_backends\n"
+            "names = [backend.name for backend in list_backends(include_all=True)]\n"
+            "print(' '.join(names))\n"
+            "print(get_backend('fastdeploy_proxy').name)\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    names, proxy = completed.stdout.strip().splitlines()[-2:]
+    assert "fastdeploy_default" in names.split()
+    assert proxy == "fastdeploy_proxy"
+    assert "fastdeploy_default" not in [backend.name for backend in list_backends()]
+
+
+def test_pytest_accepts_fastdeploy_backend(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-m", "pytest", "cases/test_rms_norm.py", "-m", "precision", "-p", "no:cacheprovider",
+               "-q", "-rs", "--precision-out", str(tmp_path), "--precision-backend", "fastdeploy_default",
+               "--precision-dtype", "float32"]
+    completed = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    assert "fastdeploy_default unavailable for float32" in completed.stdout
+    assert "1 skipped" in completed.stdout
 
 
 def test_register_rejects_duplicate():

@@ -1,7 +1,8 @@
 """The backend registry.
 
-`get_backend` and `list_backends` cover the production backends; planted faults register
-themselves in the same registry but are left out of default runs (see `faults`).
+`get_backend` and `list_backends` cover the production backends. Planted faults (see
+`faults`) and FastDeploy's layer (see `precision_suite.e2e.fastdeploy_adapter`) register in
+the same registry but are left out of default runs.
 """
 
 from precision_suite.backends.base import PLANTED_FAULT, Availability, Backend, BackendOutput
@@ -83,3 +84,8 @@ __all__ = [
     "register",
     "unregister",
 ]
+
+# FastDeploy's layer wraps Paddle's kernels as two more non-default backends. The adapter
+# imports this module's names, so it is imported last, and it registers them even where
+# FastDeploy is missing (they then report themselves unavailable).
+from precision_suite.e2e import fastdeploy_adapter  # noqa: E402,F401 - registers fastdeploy_default and _proxy
