@@ -662,7 +662,8 @@ class _LargestValues:
     """Streaming k-th largest value: keeps only the values above a threshold that only rises.
 
     The threshold is always a value with at least ``k`` seen elements at or above it, so an
-    element below it can never be the k-th largest. Memory stays near ``2 k`` values. With
+    element below it can never be the k-th largest. Compaction keeps the values near ``2 k``,
+    and the doubling buffer holds at most about twice that plus one block's values. With
     ``fused`` large selections run in `fused.kth_largest`, the others in ``numpy.partition``.
     """
 
