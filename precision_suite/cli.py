@@ -337,7 +337,8 @@ def build_parser():
     run.add_argument("--dtype", action="append", help=f"dtype to run; repeat for several (default: {', '.join(DTYPES)})")
     run.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N (default: cpu)")
     run.add_argument("--out", help="run directory (default: reports/<run_id>)")
-    run.add_argument("--seed", type=int, default=0, help="seed of Hypothesis' generation for dev and nightly (default: 0)")
+    run.add_argument("--seed", type=int, default=0,
+                     help="seed of Hypothesis' generation; every profile draws other cases for another seed (default: 0)")
     run.add_argument("--workers", type=int, default=1, help="processes running backend and dtype pairs (default: 1)")
     run.add_argument("--resume", metavar="OUT", help="finish an interrupted run in OUT without redoing finished cases")
     run.add_argument("--html", action="store_true", help="also write index.html in the run directory")

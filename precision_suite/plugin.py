@@ -25,7 +25,8 @@ _STATE_KEY = pytest.StashKey[dict]()
 def pytest_addoption(parser):
     group = parser.getgroup("precision_suite", "precision_suite precision cases")
     group.addoption("--precision-out", default=None, metavar="DIR",
-                    help="run directory for the tables (default: reports/<run_id> under the rootdir)")
+                    help="run directory for the tables, which must not contain a run yet "
+                         "(default: reports/<run_id> under the rootdir)")
     group.addoption("--precision-device", default="cpu", metavar="DEVICE",
                     help="device for the backends: cpu, gpu or gpu:N (default: cpu)")
     group.addoption("--precision-backend", action="append", default=None, metavar="NAME",
@@ -33,7 +34,7 @@ def pytest_addoption(parser):
     group.addoption("--precision-dtype", action="append", default=None, metavar="DTYPE",
                     help=f"dtype to test; repeat for several (default: {', '.join(DTYPES)})")
     group.addoption("--precision-seed", type=int, default=0, metavar="N",
-                    help="seed of Hypothesis' generation for non-derandomized profiles (default: 0)")
+                    help="seed of Hypothesis' generation; every profile draws other cases for another seed (default: 0)")
     group.addoption("--precision-corpus", default=None, metavar="DIR",
                     help="regression corpus folder (default: cases/regressions under the rootdir)")
 
@@ -65,6 +66,20 @@ def _check_options(config):
         raise pytest.UsageError(str(error)) from None
 
 
+def _check_new_run_dir(out):
+    """Raise `pytest.UsageError` when ``out`` already contains a run, whose rows would mix with this one's."""
+    existing = RunDirectory.existing(out)
+    if existing is None:
+        return
+    try:
+        run_id = existing.read_metadata().get("run_id")
+    except SpecError as error:
+        raise pytest.UsageError(f"--precision-out: {error}") from None
+    if run_id or existing.tables():
+        raise pytest.UsageError(f"--precision-out: {out} already contains run {run_id or '(no run.json)'}; "
+                                "pass a new or empty folder, or delete this one")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "precision: generated precision cases that write rows to the run's tables")
     _selected(config)
@@ -80,6 +95,7 @@ def pytest_configure(config):
     else:
         run_id = new_run_id()
         out = config.getoption("precision_out") or os.path.join(str(config.rootpath), "reports", run_id)
+        _check_new_run_dir(out)
 
     corpus = config.getoption("precision_corpus") or os.path.join(str(config.rootpath), DEFAULT_CORPUS_DIR)
     config.stash[_STATE_KEY] = {"run_id": run_id, "out": os.path.abspath(out), "corpus": corpus}

@@ -280,3 +280,19 @@ def test_run_log_has_worker_lines(tmp_path):
     log = (out / "run.log").read_text()
     assert log.count("start paddle_composite") == 2
     assert log.count("end paddle_composite") == 2
+
+
+def test_pytest_rejects_out_with_run(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "run"
+    assert main(["run", "--backend", "paddle_composite", "--dtype", "float32", "--out", str(out),
+                 "--corpus", str(tmp_path / "none")]) == 0
+    rows_before = (out / "cases.jsonl").read_text()
+
+    completed = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "precision",
+                                "--precision-out", str(out), os.path.join(root, "cases", "test_rms_norm.py")],
+                               capture_output=True, text=True, cwd=root, timeout=300)
+
+    assert completed.returncode == 4
+    assert f"--precision-out: {out} already contains run " in completed.stderr
+    assert (out / "cases.jsonl").read_text() == rows_before
