@@ -23,9 +23,19 @@ def test_unknown_backend_lists_names():
     with pytest.raises(SpecError) as raised:
         get_backend("paddle_fast")
     message = str(raised.value)
-    assert message.startswith("backend: unknown name 'paddle_fast'; valid names are ")
-    assert "paddle_fused" in message
-    assert "paddle_phi" in message
+    assert message.startswith("backend: unknown name 'paddle_fast'; valid names are the default backends "
+                              "paddle_phi, paddle_fused, paddle_composite, paddle_composite_cast, also ")
+    assert "numpy_single_rounding" in message
+    assert "fault_weight_ignored" not in message
+    assert message.endswith(". Did you mean 'paddle_fused' or 'paddle_phi'?")
+
+
+def test_unknown_backend_without_close_name():
+    with pytest.raises(SpecError) as raised:
+        get_backend("cudnn")
+    message = str(raised.value)
+    assert "Did you mean" not in message
+    assert message.endswith("planted faults (fault_*, listed by 'precision-suite backends --all')")
 
 
 def test_default_backends():

@@ -5,6 +5,8 @@
 the same registry but are left out of default runs.
 """
 
+import difflib
+
 from precision_suite.backends.base import PLANTED_FAULT, Availability, Backend, BackendOutput
 from precision_suite.backends.faults import PLANTED_FAULTS, NumpySingleRounding
 from precision_suite.backends.paddle_backends import (
@@ -46,8 +48,22 @@ def get_backend(name):
         When no backend has that name; the message lists the valid names.
     """
     if name not in _REGISTRY:
-        raise SpecError(f"backend: unknown name {name!r}; valid names are {', '.join(sorted(_REGISTRY))}")
+        raise SpecError(_unknown_name_message(name))
     return _REGISTRY[name][0]
+
+
+def _unknown_name_message(name):
+    """Return the error for an unknown backend name: every name by kind, then the closest ones."""
+    defaults = [backend.name for backend, default in _REGISTRY.values() if default]
+    faults = [backend.name for backend, _ in _REGISTRY.values() if backend.rounding == PLANTED_FAULT]
+    others = [other for other in _REGISTRY if other not in defaults and other not in faults]
+    message = (f"backend: unknown name {name!r}; valid names are the default backends {', '.join(defaults)}, "
+               f"also {', '.join(others)} and {len(faults)} planted faults (fault_*, listed by "
+               "'precision-suite backends --all')")
+    suggestions = difflib.get_close_matches(name, list(_REGISTRY), n=2)
+    if suggestions:
+        message += f". Did you mean {' or '.join(repr(match) for match in suggestions)}?"
+    return message
 
 
 def list_backends(include_all=False):
