@@ -75,7 +75,8 @@ class Progress:
         now = time.monotonic()
         if force or now - self.last >= self.interval:
             self.last = now
-            line = f"[{now - self.started:7.1f}s] {self.cases} cases done, {self.failed} failed"
+            noun = "case" if self.cases == 1 else "cases"
+            line = f"[{now - self.started:7.1f}s] {self.cases} {noun} done, {self.failed} failed"
             if label:
                 line += f" ({label})"
             print(line, file=self.stream, flush=True)

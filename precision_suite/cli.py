@@ -115,6 +115,7 @@ def _run_settings(args):
             "path": run_dir.path, "run_id": metadata["run_id"], "profile": metadata.get("profile", args.profile),
             "seed": metadata.get("seed", args.seed), "backends": args.backend or metadata.get("backends"),
             "dtypes": args.dtype or metadata.get("dtypes"), "device": metadata.get("device", args.device),
+            "complete": bool(metadata.get("complete")),
         }
     else:
         run_id = new_run_id()
@@ -136,6 +137,17 @@ def _run_settings(args):
     return settings
 
 
+def _load_replayed_corpus(directory):
+    """Load the corpus that a run replays first, printing each broken file and a missing folder to stderr."""
+    if not os.path.isdir(directory):
+        print(f"precision-suite: note: no regression corpus at {os.path.abspath(directory)}, so none is replayed; "
+              "run from the repository root or pass --corpus DIR", file=sys.stderr)
+    corpus_cases, corpus_errors = load_corpus(directory)
+    for error in corpus_errors:
+        print(f"precision-suite: error: {error}", file=sys.stderr)
+    return corpus_cases, corpus_errors
+
+
 def command_run(args):
     from precision_suite.batch import PairTask, Progress, run_pairs, setup_logging
     from precision_suite.environment import collect_environment
@@ -146,10 +158,11 @@ def command_run(args):
     run_dir = RunDirectory(settings["path"])
     if args.resume:
         run_dir.end_partial_line("cases")
+        if settings["complete"]:
+            print(f"precision-suite: note: run {settings['run_id']} in {run_dir.path} was already complete; "
+                  "its rows are kept and only cases of newly named backends or dtypes run", file=sys.stderr)
 
-    corpus_cases, corpus_errors = load_corpus(args.corpus)
-    for error in corpus_errors:
-        print(f"precision-suite: error: {error}", file=sys.stderr)
+    corpus_cases, corpus_errors = _load_replayed_corpus(args.corpus)
 
     run_id = run_dir.start(run_id=settings["run_id"], profile=profile, seed=run_seed, device=device,
                            backends=backends, dtypes=dtypes, command="precision-suite run",
@@ -281,9 +294,7 @@ def command_mutants(args):
     _check_seed(args.seed)
     device = check_device(args.device)
     dtypes = _dtype_names(args.dtype)
-    corpus_cases, corpus_errors = load_corpus(args.corpus)
-    for error in corpus_errors:
-        print(f"precision-suite: error: {error}", file=sys.stderr)
+    corpus_cases, corpus_errors = _load_replayed_corpus(args.corpus)
     faults = planted_faults()
     if args.fault:
         faults = [get_backend(name) for name in args.fault]
@@ -340,7 +351,7 @@ def build_parser():
     run.add_argument("--seed", type=int, default=0,
                      help="seed of Hypothesis' generation; every profile draws other cases for another seed (default: 0)")
     run.add_argument("--workers", type=int, default=1, help="processes running backend and dtype pairs (default: 1)")
-    run.add_argument("--resume", metavar="OUT", help="finish an interrupted run in OUT without redoing finished cases")
+    run.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR without redoing finished cases")
     run.add_argument("--html", action="store_true", help="also write index.html in the run directory")
     run.add_argument("--corpus", default=DEFAULT_CORPUS_DIR, help=f"regression corpus folder (default: {DEFAULT_CORPUS_DIR})")
     run.set_defaults(handler=command_run)

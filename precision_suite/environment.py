@@ -5,6 +5,9 @@ import platform
 import subprocess
 import sys
 
+from precision_suite.backends.paddle_io import import_paddle
+from precision_suite.errors import BackendUnavailable
+
 
 def _package_version(name):
     try:
@@ -31,8 +34,8 @@ def _suite_commit():
 
 def _paddle_facts():
     try:
-        import paddle
-    except ImportError as error:
+        paddle = import_paddle()
+    except BackendUnavailable as error:
         return {"paddle_version": "", "paddle_commit": "", "paddle_error": str(error)}
 
     facts = {

@@ -6,12 +6,17 @@ _COLUMNS = ["backend", "dtype", "cases", "passed", "failed", "unavailable", "err
             "max_ulp_error", "p99_ulp_error", "ulp_budget"]
 
 
+# Printed under the table, because its error columns and the budget come from different cases.
+MAXIMA_NOTE = ("max_ulp_error, p99_ulp_error and ulp_budget are each the largest over the pair's cases; "
+               "each case is judged against its own budget, which grows with the hidden size for float32 and float64")
+
+
 def format_summary(summary):
-    """Return the summary DataFrame as aligned text, one line per backend and dtype."""
+    """Return the summary DataFrame as aligned text, one line per backend and dtype, and a note on its maxima."""
     if summary.empty:
         return "no cases ran"
     table = summary[[column for column in _COLUMNS if column in summary.columns]].copy()
     for column in ("max_ulp_error", "p99_ulp_error", "ulp_budget"):
         if column in table.columns:
             table[column] = table[column].map(lambda value: "-" if pd.isna(value) else f"{value:.3g}")
-    return table.to_string(index=False)
+    return table.to_string(index=False) + "\n" + MAXIMA_NOTE

@@ -296,3 +296,40 @@ def test_pytest_rejects_out_with_run(tmp_path):
     assert completed.returncode == 4
     assert f"--precision-out: {out} already contains run " in completed.stderr
     assert (out / "cases.jsonl").read_text() == rows_before
+
+
+def test_run_notes_missing_corpus(tmp_path):
+    missing = tmp_path / "no_corpus"
+    completed = cli("run", "--backend", "paddle_composite", "--dtype", "float32", "--out", str(tmp_path / "run"),
+                    "--corpus", str(missing))
+
+    assert completed.returncode == 0, completed.stderr
+    assert f"precision-suite: note: no regression corpus at {missing}, so none is replayed; " in completed.stderr
+    assert ", 0 corpus cases, " in completed.stderr
+
+
+def test_resume_of_complete_run_says_so(tmp_path):
+    out = tmp_path / "run"
+    arguments = ["--backend", "paddle_composite", "--dtype", "float32", "--corpus", str(tmp_path / "none")]
+    assert main(["run", *arguments, "--out", str(out)]) == 0
+    rows_before = (out / "cases.jsonl").read_text()
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
+
+    completed = cli("run", "--resume", str(out), "--corpus", str(tmp_path / "none"))
+
+    assert completed.returncode == 0, completed.stderr
+    assert f"precision-suite: note: run {run_id} in {out} was already complete; " in completed.stderr
+    assert (out / "cases.jsonl").read_text() == rows_before
+
+
+def test_summary_notes_its_maxima():
+    from precision_suite.summary import MAXIMA_NOTE, format_summary
+
+    summary = pd.DataFrame([{"backend": "paddle_composite", "dtype": "float32", "cases": 2, "passed": 2, "failed": 0,
+                             "unavailable": 0, "errors": 0, "max_ulp_error": 420.0, "p99_ulp_error": 3.5,
+                             "ulp_budget": 3080.0}])
+    lines = format_summary(summary).splitlines()
+
+    assert lines[-1] == MAXIMA_NOTE
+    assert lines[1].split()[-3:] == ["420", "3.5", "3.08e+03"]
+    assert format_summary(summary.iloc[:0]) == "no cases ran"
