@@ -508,6 +508,18 @@ def test_format_value(value, text):
     assert format_value(value) == text
 
 
+def test_worst_element_at_full_precision(tmp_path):
+    spec = make_spec("float32", 64, 3)
+    row = case_row(spec, "paddle_composite", 99.6, ulp_budget=8.0)
+    row["actual_at_worst"] = -0.9999001026153564
+    row["reference_at_worst"] = -0.9999060630798340
+    directory = write_run(tmp_path / "run", [row])
+
+    text = " ".join(parse_page(render_report(load_run(directory))).text)
+
+    assert "actual -0.9999001026153564, reference -0.999906063079834" in text
+
+
 # Comparison
 
 

@@ -57,6 +57,15 @@ def format_value(value):
     return str(value)
 
 
+def format_exact(value):
+    """Return a float's shortest text that reads back to the same float, so near values stay distinct."""
+    if value is None or (isinstance(value, numbers.Real) and math.isnan(float(value))):
+        return ""
+    if isinstance(value, numbers.Real):
+        return repr(float(value))
+    return str(value)
+
+
 def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 

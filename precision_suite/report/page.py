@@ -19,6 +19,7 @@ from precision_suite.report.html import (
     element,
     escape_text,
     figure,
+    format_exact,
     format_value,
     render_table,
     status_class,
@@ -273,8 +274,9 @@ def _repro_block(row, labels):
 def _worst_element(row):
     if not row.get("worst_output"):
         return ""
-    return (f"{row['worst_output']}{row.get('worst_index', '')}: actual {format_value(row.get('actual_at_worst'))}, "
-            f"reference {format_value(row.get('reference_at_worst'))}")
+    # Full precision: at 4 digits an actual and a reference 100 ulp apart print the same.
+    return (f"{row['worst_output']}{row.get('worst_index', '')}: actual {format_exact(row.get('actual_at_worst'))}, "
+            f"reference {format_exact(row.get('reference_at_worst'))}")
 
 
 def _case_article(number, row, labels):
