@@ -21,7 +21,7 @@ from precision_suite.dtypes import DTYPES, check_dtype
 from precision_suite.errors import SpecError
 from precision_suite.messages import describe_case, repro_command
 from precision_suite.metrics import bitwise_equal, ulp_distance
-from precision_suite.results import RunDirectory, new_run_id
+from precision_suite.results import RunDirectory, new_run_id, summarize
 from precision_suite.spec import CaseSpec
 from precision_suite.strategies import DEFAULT_PROFILE, PROFILES, check_profile, register_profiles
 from precision_suite.summary import format_summary
@@ -137,6 +137,11 @@ def _run_settings(args):
     return settings
 
 
+def _count(items, noun):
+    """Return ``"1 backend"`` or ``"3 backends"``: the number of items and the noun in singular or plural."""
+    return f"{len(items)} {noun}" if len(items) == 1 else f"{len(items)} {noun}s"
+
+
 def _load_replayed_corpus(directory):
     """Load the corpus that a run replays first, printing each broken file and a missing folder to stderr."""
     if not os.path.isdir(directory):
@@ -156,11 +161,14 @@ def command_run(args):
     profile, run_seed, device = settings["profile"], settings["seed"], settings["device"]
     backends, dtypes = settings["backends"], settings["dtypes"]
     run_dir = RunDirectory(settings["path"])
+    if args.resume and settings["complete"] and not args.backend and not args.dtype:
+        # Nothing is left to run, so run.json keeps the real finish time and duration.
+        print(f"precision-suite: note: run {settings['run_id']} in {run_dir.path} is already complete; nothing "
+              "was run. Name other backends or dtypes with --backend and --dtype to add them", file=sys.stderr)
+        print(format_summary(summarize(run_dir.frame("cases"))))
+        return EXIT_OK
     if args.resume:
         run_dir.end_partial_line("cases")
-        if settings["complete"]:
-            print(f"precision-suite: note: run {settings['run_id']} in {run_dir.path} was already complete; "
-                  "its rows are kept and only cases of newly named backends or dtypes run", file=sys.stderr)
 
     corpus_cases, corpus_errors = _load_replayed_corpus(args.corpus)
 
@@ -169,7 +177,8 @@ def command_run(args):
                            environment=collect_environment())
     run_dir.write_metadata(complete=False)
     setup_logging(run_dir)
-    print(f"run {run_id}: profile {profile}, device {device}, {len(backends)} backends x {len(dtypes)} dtypes, "
+    print(f"run {run_id}: profile {profile}, device {device}, {_count(backends, 'backend')} x "
+          f"{_count(dtypes, 'dtype')}, "
           f"{len(corpus_cases)} corpus cases, output in {run_dir.path}", file=sys.stderr)
 
     tasks = [PairTask(backend, dtype, profile, device, run_seed, run_dir.path, run_id, args.corpus, bool(args.resume))

@@ -315,11 +315,15 @@ def test_resume_of_complete_run_says_so(tmp_path):
     rows_before = (out / "cases.jsonl").read_text()
     run_id = json.loads((out / "run.json").read_text())["run_id"]
 
+    metadata_before = (out / "run.json").read_text()
+
     completed = cli("run", "--resume", str(out), "--corpus", str(tmp_path / "none"))
 
     assert completed.returncode == 0, completed.stderr
-    assert f"precision-suite: note: run {run_id} in {out} was already complete; " in completed.stderr
+    assert f"precision-suite: note: run {run_id} in {out} is already complete; nothing was run." in completed.stderr
+    assert "paddle_composite" in completed.stdout
     assert (out / "cases.jsonl").read_text() == rows_before
+    assert (out / "run.json").read_text() == metadata_before
 
 
 def test_summary_notes_its_maxima():
