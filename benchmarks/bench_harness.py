@@ -296,6 +296,8 @@ def main():
         rows += small_case_rows(backend_name, args.small_cases)
     rows += ci_profile_rows()
 
+    if args.quick:
+        rows = [(name, value.replace("(target ", "(full-run target ")) for name, value in rows]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

@@ -97,7 +97,8 @@ def test_unavailable_dtype_is_unavailable_row():
     backend.dtypes = ("float32",)
     result = run_backend(SPEC, backend)
     assert result.status == "unavailable"
-    assert result.message == "fp32_only does not support float16; it supports float32"
+    assert result.message == ("fp32_only does not support float16 on any device; its dtypes are float32 where "
+                              "the device has the kernel")
 
 
 def test_row_has_all_case_columns():

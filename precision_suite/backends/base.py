@@ -75,7 +75,8 @@ class Backend:
             return self._availability[key]
 
         if dtype not in self.dtypes:
-            result = Availability(False, f"{self.name} does not support {dtype}; it supports {', '.join(self.dtypes)}")
+            result = Availability(False, f"{self.name} does not support {dtype} on any device; its dtypes are "
+                                         f"{', '.join(self.dtypes)} where the device has the kernel")
         elif device.partition(":")[0] not in self.devices:
             result = Availability(False, f"{self.name} does not run on {device}; it runs on {', '.join(self.devices)}")
         else:

@@ -31,8 +31,9 @@ LABELS = {
         "status_error": "error",
         "nav": "Contents",
         "section_summary": "Summary per backend and dtype",
-        "summary_note": "Maxima over executed cases. margin is the smallest budget minus max ULP error "
-                        "of any case; a negative margin means at least one case exceeds its budget.",
+        "summary_note": "Maxima over executed cases. margin is, over the cases, the smallest value of each "
+                        "case's own budget minus its max ULP error; a negative margin means at least one case "
+                        "exceeds its budget.",
         "section_budgets": "ULP budgets",
         "budgets_note": "The budget table of the installed precision_suite, policy",
         "section_unavailable": "Unavailable backends and dtypes",
@@ -107,7 +108,7 @@ LABELS = {
         "status_error": "出错",
         "nav": "目录",
         "section_summary": "按后端和数据类型汇总",
-        "summary_note": "已执行用例的最大值。余量为各用例预算减去最大 ULP 误差的最小值；余量为负说明至少一个用例超出预算。",
+        "summary_note": "已执行用例的最大值。余量是各用例自身预算减去其最大 ULP 误差后，在所有用例中的最小值；余量为负说明至少一个用例超出预算。",
         "section_budgets": "ULP 预算",
         "budgets_note": "已安装的 precision_suite 的预算表，策略版本",
         "section_unavailable": "不可用的后端和数据类型",
