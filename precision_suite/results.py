@@ -33,7 +33,7 @@ CASE_COLUMNS = [
 
 SUMMARY_COLUMNS = [
     "backend", "dtype", "cases", "passed", "failed", "unavailable", "errors",
-    "max_ulp_error", "p99_ulp_error", "max_abs_error", "ulp_budget",
+    "max_ulp_error", "p99_ulp_error", "max_abs_error", "ulp_budget", "margin",
 ]
 
 STATUSES = ("passed", "failed", "unavailable", "error")
@@ -259,11 +259,24 @@ def _max_or_nan(series):
     return float(values.max()) if len(values) else math.nan
 
 
+def budget_margin(executed):
+    """Return the smallest per-case budget minus max ULP error of executed case rows, or NaN for none.
+
+    Each case is compared with its own budget, which grows with the hidden size for float32
+    and float64, so this is not the largest budget minus the largest error. A negative
+    margin means at least one case exceeds its budget.
+    """
+    margins = (pd.to_numeric(executed["ulp_budget"], errors="coerce")
+               - pd.to_numeric(executed["max_ulp_error"], errors="coerce")).dropna()
+    return float(margins.min()) if len(margins) else math.nan
+
+
 def summarize(cases):
     """Return the summary table: one row per backend and dtype.
 
     ``max_ulp_error`` and ``max_abs_error`` are the maxima over executed cases;
-    ``p99_ulp_error`` is the largest per-case 99th percentile.
+    ``p99_ulp_error`` is the largest per-case 99th percentile; ``ulp_budget`` is the largest
+    budget and ``margin`` comes from `budget_margin`.
     """
     if cases.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
@@ -284,5 +297,6 @@ def summarize(cases):
             "p99_ulp_error": _max_or_nan(executed["p99_ulp_error"]),
             "max_abs_error": _max_or_nan(executed["max_abs_error"]),
             "ulp_budget": _max_or_nan(group["ulp_budget"]),
+            "margin": budget_margin(executed),
         })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

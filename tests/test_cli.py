@@ -331,9 +331,27 @@ def test_summary_notes_its_maxima():
 
     summary = pd.DataFrame([{"backend": "paddle_composite", "dtype": "float32", "cases": 2, "passed": 2, "failed": 0,
                              "unavailable": 0, "errors": 0, "max_ulp_error": 420.0, "p99_ulp_error": 3.5,
-                             "ulp_budget": 3080.0}])
+                             "ulp_budget": 3080.0, "margin": 612.0}])
     lines = format_summary(summary).splitlines()
 
     assert lines[-1] == MAXIMA_NOTE
-    assert lines[1].split()[-3:] == ["420", "3.5", "3.08e+03"]
+    assert lines[1].split()[-4:] == ["420", "3.5", "3.08e+03", "612"]
     assert format_summary(summary.iloc[:0]) == "no cases ran"
+
+
+def test_summary_margin_uses_each_case_budget():
+    from precision_suite.results import summarize
+
+    cases = pd.DataFrame([
+        {"backend": "b", "dtype": "float32", "status": "passed", "max_ulp_error": 420.0, "p99_ulp_error": 2.0,
+         "max_abs_error": 1e-5, "ulp_budget": 1032.0},
+        {"backend": "b", "dtype": "float32", "status": "passed", "max_ulp_error": 3.0, "p99_ulp_error": 1.0,
+         "max_abs_error": 1e-6, "ulp_budget": 3080.0},
+        {"backend": "b", "dtype": "float32", "status": "unavailable", "max_ulp_error": float("nan"),
+         "p99_ulp_error": float("nan"), "max_abs_error": float("nan"), "ulp_budget": 1.0},
+    ])
+    row = summarize(cases).iloc[0]
+
+    assert row["ulp_budget"] == 3080.0
+    assert row["max_ulp_error"] == 420.0
+    assert row["margin"] == 1032.0 - 420.0

@@ -25,7 +25,7 @@ from precision_suite.report.html import (
     status_class,
 )
 from precision_suite.report.labels import ENVIRONMENT_LABELS, HTML_LANG, labels_for
-from precision_suite.results import STATUSES, write_text_atomic
+from precision_suite.results import STATUSES, budget_margin, write_text_atomic
 from precision_suite.spec import CaseSpec
 
 REPORT_FILE = "index.html"
@@ -172,8 +172,9 @@ def summary_display(summary, cases):
     frame = summary.copy()
     if frame.empty:
         return frame
+    # Computed again from the cases, so summaries written before the column existed show it too.
     rows = executed(cases)
-    margins = (rows["ulp_budget"] - rows["max_ulp_error"]).groupby([rows["backend"], rows["dtype"]]).min()
+    margins = {key: budget_margin(group) for key, group in rows.groupby(["backend", "dtype"])}
     frame["margin"] = [margins.get((backend, dtype), float("nan"))
                        for backend, dtype in zip(frame["backend"], frame["dtype"])]
     frame["status"] = [_summary_status(row) for row in frame.to_dict("records")]
