@@ -16,7 +16,7 @@ import sys
 from precision_suite.backends import default_backend_names, get_backend, list_backends, planted_faults
 from precision_suite.backends.paddle_io import check_device
 from precision_suite.budgets import budget_for
-from precision_suite.corpus import DEFAULT_CORPUS_DIR, load_case_file, load_corpus, save_case
+from precision_suite.corpus import default_corpus_dir, load_case_file, load_corpus, save_case
 from precision_suite.dtypes import DTYPES, check_dtype
 from precision_suite.errors import SpecError
 from precision_suite.messages import describe_case, repro_command
@@ -30,6 +30,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+CORPUS_HELP = "cases/regressions in the current folder, else in the checkout the suite is installed from"
 
 
 def _check_seed(seed):
@@ -63,11 +65,12 @@ def _case_from_tables(case_id, search_dirs):
     return None
 
 
-def resolve_case(text, corpus_dir=DEFAULT_CORPUS_DIR, run_dirs=("reports",)):
+def resolve_case(text, corpus_dir=None, run_dirs=("reports",)):
     """Return the `CaseSpec` that ``text`` names.
 
     ``text`` is a spec as JSON, a path to a corpus file, or a case id found in the corpus
-    or in the ``cases.jsonl`` of a run directory under ``run_dirs``.
+    (``corpus_dir``, by default `default_corpus_dir`) or in the ``cases.jsonl`` of a run
+    directory under ``run_dirs``.
 
     Raises
     ------
@@ -82,6 +85,7 @@ def resolve_case(text, corpus_dir=DEFAULT_CORPUS_DIR, run_dirs=("reports",)):
     if text.endswith(".json") or os.sep in text:
         raise SpecError(f"case: file {text!r} not found; pass an existing corpus file, spec JSON or a case id")
 
+    corpus_dir = default_corpus_dir() if corpus_dir is None else corpus_dir
     corpus_cases, _ = load_corpus(corpus_dir)
     for case in corpus_cases:
         if case.spec.case_id == text:
@@ -362,7 +366,7 @@ def build_parser():
     run.add_argument("--workers", type=int, default=1, help="processes running backend and dtype pairs (default: 1)")
     run.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR without redoing finished cases")
     run.add_argument("--html", action="store_true", help="also write index.html in the run directory")
-    run.add_argument("--corpus", default=DEFAULT_CORPUS_DIR, help=f"regression corpus folder (default: {DEFAULT_CORPUS_DIR})")
+    run.add_argument("--corpus", default=default_corpus_dir(), help=f"regression corpus folder (default: {CORPUS_HELP})")
     run.set_defaults(handler=command_run)
 
     repro = subparsers.add_parser("repro", help="rerun one case and print each backend's metrics and worst elements")
@@ -370,14 +374,14 @@ def build_parser():
     repro.add_argument("--backend", action="append", help="backend to run; repeat for several (default: all default backends)")
     repro.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N (default: cpu)")
     repro.add_argument("--run", help="run directory to look the case id up in (default: every run under reports/)")
-    repro.add_argument("--corpus", default=DEFAULT_CORPUS_DIR, help=f"regression corpus folder (default: {DEFAULT_CORPUS_DIR})")
+    repro.add_argument("--corpus", default=default_corpus_dir(), help=f"regression corpus folder (default: {CORPUS_HELP})")
     repro.set_defaults(handler=command_repro)
 
     save = subparsers.add_parser("save", help="add a case to the regression corpus")
     save.add_argument("case", help="case id from a run's table, or spec JSON")
     save.add_argument("--note", help="one line on what the case guards (default: the case description)")
     save.add_argument("--run", help="run directory to look the case id up in (default: every run under reports/)")
-    save.add_argument("--corpus", default=DEFAULT_CORPUS_DIR, help=f"regression corpus folder (default: {DEFAULT_CORPUS_DIR})")
+    save.add_argument("--corpus", default=default_corpus_dir(), help=f"regression corpus folder (default: {CORPUS_HELP})")
     save.set_defaults(handler=command_save)
 
     backends = subparsers.add_parser("backends", help="list backends with availability per dtype and the reason")
@@ -392,8 +396,8 @@ def build_parser():
     mutants.add_argument("--device", default="cpu", help="device (default: cpu)")
     mutants.add_argument("--seed", type=int, default=0, help="seed of Hypothesis' generation (default: 0)")
     mutants.add_argument("--out", help="folder for mutants.csv (default: print only)")
-    mutants.add_argument("--corpus", default=DEFAULT_CORPUS_DIR,
-                         help=f"regression corpus replayed before the generated cases (default: {DEFAULT_CORPUS_DIR})")
+    mutants.add_argument("--corpus", default=default_corpus_dir(),
+                         help=f"regression corpus replayed before the generated cases (default: {CORPUS_HELP})")
     mutants.set_defaults(handler=command_mutants)
 
     _add_module_parser(subparsers, "report", "write index.html for a run directory", "precision_suite.report.command")

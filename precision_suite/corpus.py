@@ -14,6 +14,24 @@ from precision_suite.results import write_text_atomic
 from precision_suite.spec import CaseSpec
 
 DEFAULT_CORPUS_DIR = os.path.join("cases", "regressions")
+# The checkout that an editable install (pip install -e .) runs from.
+_CHECKOUT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def default_corpus_dir():
+    """Return the corpus folder that commands use when none is given.
+
+    That is `DEFAULT_CORPUS_DIR` under the current folder when it exists. Otherwise it is
+    the one in the checkout the package was installed from, so commands started in another
+    folder still replay the corpus. With neither, it is the path under the current folder,
+    which loads as an empty corpus.
+    """
+    if os.path.isdir(DEFAULT_CORPUS_DIR):
+        return DEFAULT_CORPUS_DIR
+    in_checkout = os.path.join(_CHECKOUT_DIR, DEFAULT_CORPUS_DIR)
+    if os.path.isdir(in_checkout):
+        return in_checkout
+    return DEFAULT_CORPUS_DIR
 
 
 @dataclasses.dataclass(frozen=True)

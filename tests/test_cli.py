@@ -355,3 +355,14 @@ def test_summary_margin_uses_each_case_budget():
     assert row["ulp_budget"] == 3080.0
     assert row["max_ulp_error"] == 420.0
     assert row["margin"] == 1032.0 - 420.0
+
+
+def test_run_elsewhere_replays_checkout_corpus(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    corpus_files = [name for name in os.listdir(os.path.join(root, "cases", "regressions")) if name.endswith(".json")]
+    completed = cli("run", "--backend", "paddle_composite", "--dtype", "float32", "--out", str(tmp_path / "run"),
+                    cwd=tmp_path)
+
+    assert completed.returncode == 0, completed.stderr
+    assert f", {len(corpus_files)} corpus cases, " in completed.stderr
+    assert "no regression corpus" not in completed.stderr
