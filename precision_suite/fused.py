@@ -598,7 +598,7 @@ if AVAILABLE:
 
     @_jit
     def kth_largest(values, count):
-        """Return the ``count``-th largest of non-negative float64 ``values`` (infinity allowed, no NaN).
+        """Return the ``count``-th largest of non-negative float64 ``values`` (infinity and -0.0 allowed, no NaN).
 
         The result equals ``numpy.partition(values, values.size - count)[values.size - count]``.
         Non-negative floats order like their bit patterns. A first pass finds the smallest and
@@ -608,11 +608,12 @@ if AVAILABLE:
         the 2-core benchmark machine.
         """
         bits = values.view(np.uint64)
-        low = bits[0]
-        high = bits[0]
+        # Without the sign bit, -0.0 orders as +0.0.
+        low = bits[0] & _MAGNITUDE
+        high = low
         for word in bits:
-            low = min(low, word)
-            high = max(high, word)
+            low = min(low, word & _MAGNITUDE)
+            high = max(high, word & _MAGNITUDE)
         span = high - low
         shift = np.uint64(0)
         while (span >> shift) >= np.uint64(SELECT_BINS):
@@ -620,7 +621,7 @@ if AVAILABLE:
 
         histogram = np.zeros(SELECT_BINS, np.int64)
         for word in bits:
-            histogram[(word - low) >> shift] += 1
+            histogram[((word & _MAGNITUDE) - low) >> shift] += 1
         # Walk down from the top bin until it and the bins above it hold ``count`` values.
         chosen = SELECT_BINS - 1
         above = 0
@@ -631,7 +632,7 @@ if AVAILABLE:
         gathered = np.empty(histogram[chosen])
         filled = 0
         for index in range(bits.size):
-            if (bits[index] - low) >> shift == chosen:
+            if ((bits[index] & _MAGNITUDE) - low) >> shift == chosen:
                 gathered[filled] = values[index]
                 filled += 1
         rank = count - above

@@ -31,7 +31,7 @@ def test_pairwise_sum_matches_numpy_reduce(count):
 
 
 def _selection_values(kind, size, rng):
-    """Return non-negative ULP-like values: spread, tied, with infinities, all zero or over many binades."""
+    """Return non-negative ULP-like values: spread, tied, with infinities, zeros of either sign or many binades."""
     if kind == "spread":
         return rng.random(size) * 0.2 + 0.3
     if kind == "ties":
@@ -42,11 +42,15 @@ def _selection_values(kind, size, rng):
         return values
     if kind == "zeros":
         return np.zeros(size)
+    if kind == "signed_zeros":
+        values = rng.random(size)
+        values[rng.random(size) < 0.5] = -0.0
+        return values
     return np.exp(rng.normal(0.0, 30.0, size))
 
 
 @needs_numba
-@pytest.mark.parametrize("kind", ["spread", "ties", "infinities", "zeros", "binades"])
+@pytest.mark.parametrize("kind", ["spread", "ties", "infinities", "zeros", "signed_zeros", "binades"])
 @pytest.mark.parametrize("size", [1, 2, 7, 1000, 200_000])
 def test_kth_largest_matches_partition(kind, size):
     rng = np.random.default_rng(size)
