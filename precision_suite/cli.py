@@ -150,7 +150,7 @@ def _load_replayed_corpus(directory):
     """Load the corpus that a run replays first, printing each broken file and a missing folder to stderr."""
     if not os.path.isdir(directory):
         print(f"precision-suite: note: no regression corpus at {os.path.abspath(directory)}, so none is replayed; "
-              "run from the repository root or pass --corpus DIR", file=sys.stderr)
+              "pass --corpus DIR to name the corpus folder", file=sys.stderr)
     corpus_cases, corpus_errors = load_corpus(directory)
     for error in corpus_errors:
         print(f"precision-suite: error: {error}", file=sys.stderr)
