@@ -13,7 +13,7 @@ from precision_suite.errors import SpecError
 from precision_suite.messages import repro_command
 from precision_suite.report import plots
 from precision_suite.report.compare import DEFAULT_REGRESSION_FACTOR, ULP_FLOOR, compare_runs
-from precision_suite.report.data import FAILING, RunData, executed, load_run
+from precision_suite.report.data import FAILING, RunData, load_run
 from precision_suite.report.html import (
     definition_list,
     element,
@@ -25,7 +25,7 @@ from precision_suite.report.html import (
     status_class,
 )
 from precision_suite.report.labels import ENVIRONMENT_LABELS, HTML_LANG, labels_for
-from precision_suite.results import STATUSES, budget_margin, write_text_atomic
+from precision_suite.results import STATUSES, write_text_atomic
 from precision_suite.spec import CaseSpec
 
 REPORT_FILE = "index.html"
@@ -162,27 +162,20 @@ def _summary_status(row):
     return "passed"
 
 
-def summary_display(summary, cases):
-    """Return the summary table with ``status`` and ``margin`` columns added.
+def summary_display(summary):
+    """Return the summary table with a ``status`` column added.
 
-    ``margin`` is the smallest per-case budget minus max ULP error over the executed cases
-    of each backend and dtype, so it stays right when the budget depends on the hidden size.
-    A negative margin means at least one case exceeds its budget.
+    The summary comes from `results.summarize`, whose ``margin`` column is already there.
     """
     frame = summary.copy()
     if frame.empty:
         return frame
-    # Computed again from the cases, so summaries written before the column existed show it too.
-    rows = executed(cases)
-    margins = {key: budget_margin(group) for key, group in rows.groupby(["backend", "dtype"])}
-    frame["margin"] = [margins.get((backend, dtype), float("nan"))
-                       for backend, dtype in zip(frame["backend"], frame["dtype"])]
     frame["status"] = [_summary_status(row) for row in frame.to_dict("records")]
     return frame
 
 
 def _summary_section(run, labels, lang):
-    table = render_table(summary_display(run.summary, run.cases), lang, SUMMARY_DISPLAY_COLUMNS, labels["worst_none"],
+    table = render_table(summary_display(run.summary), lang, SUMMARY_DISPLAY_COLUMNS, labels["worst_none"],
                          table_id="summary-table")
     budgets = pd.DataFrame(budget_table())
     budget_part = (_subheading(labels["section_budgets"])
