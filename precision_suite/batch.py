@@ -58,6 +58,11 @@ class PairSummary:
     duration_s: float
 
 
+def count_noun(count, noun):
+    """Return ``"1 case"`` or ``"3 cases"``: the count and the noun in singular or plural."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 class Progress:
     """Prints cases done, failures so far and elapsed time at most every ``interval`` seconds."""
 
@@ -75,8 +80,7 @@ class Progress:
         now = time.monotonic()
         if force or now - self.last >= self.interval:
             self.last = now
-            noun = "case" if self.cases == 1 else "cases"
-            line = f"[{now - self.started:7.1f}s] {self.cases} {noun} done, {self.failed} failed"
+            line = f"[{now - self.started:7.1f}s] {count_noun(self.cases, 'case')} done, {self.failed} failed"
             if label:
                 line += f" ({label})"
             print(line, file=self.stream, flush=True)

@@ -141,11 +141,6 @@ def _run_settings(args):
     return settings
 
 
-def _count(items, noun):
-    """Return ``"1 backend"`` or ``"3 backends"``: the number of items and the noun in singular or plural."""
-    return f"{len(items)} {noun}" if len(items) == 1 else f"{len(items)} {noun}s"
-
-
 def _load_replayed_corpus(directory):
     """Load the corpus that a run replays first, printing each broken file and a missing folder to stderr."""
     if not os.path.isdir(directory):
@@ -158,7 +153,7 @@ def _load_replayed_corpus(directory):
 
 
 def command_run(args):
-    from precision_suite.batch import PairTask, Progress, run_pairs, setup_logging
+    from precision_suite.batch import PairTask, Progress, count_noun, run_pairs, setup_logging
     from precision_suite.environment import collect_environment
 
     settings = _run_settings(args)
@@ -181,8 +176,8 @@ def command_run(args):
                            environment=collect_environment())
     run_dir.write_metadata(complete=False)
     setup_logging(run_dir)
-    print(f"run {run_id}: profile {profile}, device {device}, {_count(backends, 'backend')} x "
-          f"{_count(dtypes, 'dtype')}, "
+    print(f"run {run_id}: profile {profile}, device {device}, {count_noun(len(backends), 'backend')} x "
+          f"{count_noun(len(dtypes), 'dtype')}, "
           f"{len(corpus_cases)} corpus cases, output in {run_dir.path}", file=sys.stderr)
 
     tasks = [PairTask(backend, dtype, profile, device, run_seed, run_dir.path, run_id, args.corpus, bool(args.resume))

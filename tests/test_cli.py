@@ -306,6 +306,7 @@ def test_run_notes_missing_corpus(tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert f"precision-suite: note: no regression corpus at {missing}, so none is replayed; " in completed.stderr
     assert ", 0 corpus cases, " in completed.stderr
+    assert "device cpu, 1 backend x 1 dtype, " in completed.stderr
 
 
 def test_resume_of_complete_run_says_so(tmp_path):
@@ -366,3 +367,18 @@ def test_run_elsewhere_replays_checkout_corpus(tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert f", {len(corpus_files)} corpus cases, " in completed.stderr
     assert "no regression corpus" not in completed.stderr
+
+
+def test_progress_line_singular_and_plural():
+    import io
+
+    from precision_suite.batch import Progress
+
+    stream = io.StringIO()
+    progress = Progress(stream=stream)
+    progress.update(1, 0, force=True)
+    progress.update(2, 1, label="done", force=True)
+    first, second = [line.split("] ", 1)[1] for line in stream.getvalue().splitlines()]
+
+    assert first == "1 case done, 0 failed"
+    assert second == "3 cases done, 1 failed (done)"
