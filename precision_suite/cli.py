@@ -124,10 +124,7 @@ def _run_settings(args):
     else:
         run_id = new_run_id()
         path = args.out or os.path.join("reports", run_id)
-        existing = RunDirectory.existing(path)
-        if existing is not None and existing.read_metadata():
-            raise SpecError(f"--out: {path} already contains run {existing.run_id}; finish it with "
-                            f"--resume {path}, or pass a new folder")
+        RunDirectory.check_new(path, "--out", f"finish it with --resume {path}, or pass a new folder")
         settings = {"path": path, "run_id": run_id, "profile": args.profile, "seed": args.seed,
                     "backends": args.backend, "dtypes": args.dtype, "device": args.device}
 

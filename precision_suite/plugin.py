@@ -68,16 +68,10 @@ def _check_options(config):
 
 def _check_new_run_dir(out):
     """Raise `pytest.UsageError` when ``out`` already contains a run, whose rows would mix with this one's."""
-    existing = RunDirectory.existing(out)
-    if existing is None:
-        return
     try:
-        run_id = existing.read_metadata().get("run_id")
+        RunDirectory.check_new(out, "--precision-out", "pass a new or empty folder, or delete this one")
     except SpecError as error:
-        raise pytest.UsageError(f"--precision-out: {error}") from None
-    if run_id or existing.tables():
-        raise pytest.UsageError(f"--precision-out: {out} already contains run {run_id or '(no run.json)'}; "
-                                "pass a new or empty folder, or delete this one")
+        raise pytest.UsageError(str(error)) from None
 
 
 def pytest_configure(config):

@@ -218,6 +218,24 @@ class RunDirectory:
         """Return the names of the tables that have rows in this directory."""
         return sorted(name[:-len(".jsonl")] for name in os.listdir(self.path) if name.endswith(".jsonl"))
 
+    @classmethod
+    def check_new(cls, path, option, hint):
+        """Raise `SpecError` when ``path`` already contains a run: a ``run.json`` or rows of a table.
+
+        A new run there would mix its rows with the old ones. ``option`` names the flag the
+        path came from and ``hint`` says what to do instead.
+        """
+        existing = cls.existing(path)
+        if existing is None:
+            return
+        try:
+            metadata = existing.read_metadata()
+        except SpecError as error:
+            raise SpecError(f"{option}: {error}") from None
+        if metadata or existing.tables():
+            raise SpecError(f"{option}: {path} already contains run {metadata.get('run_id') or '(no run.json)'}; "
+                            f"{hint}")
+
     def finished_keys(self, table="cases"):
         """Return the set of key tuples of the rows already in ``table``."""
         frame = self.frame(table)

@@ -382,3 +382,29 @@ def test_progress_line_singular_and_plural():
 
     assert first == "1 case done, 0 failed"
     assert second == "3 cases done, 1 failed (done)"
+
+
+def test_pytest_rejects_out_with_broken_run_json(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text("{")
+
+    completed = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "precision",
+                                "--precision-out", str(out), os.path.join(root, "cases", "test_rms_norm.py")],
+                               capture_output=True, text=True, cwd=root, timeout=300)
+
+    assert completed.returncode == 4
+    assert f"--precision-out: {out / 'run.json'}: invalid JSON" in completed.stderr
+    assert (out / "run.json").read_text() == "{"
+
+
+def test_run_rejects_out_with_rows_only(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "cases.jsonl").write_text('{"case_id": "abc"}\n')
+
+    completed = cli("run", "--backend", "paddle_composite", "--dtype", "float32", "--out", str(out))
+
+    assert_usage_error(completed, f"--out: {out} already contains run (no run.json); finish it with --resume {out}")
+    assert not (out / "run.json").exists()
