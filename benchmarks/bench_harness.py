@@ -214,13 +214,13 @@ def _timed(function, totals, key):
 def ci_profile_rows():
     """Return where the ci profile's time goes in one ``precision-suite run``-style pass.
 
-    A first pass warms Paddle's kernels and the Numba cache; the timed second pass starts
+    A first pass warms Paddle's kernels and the Numba cache. The timed second pass starts
     with no recorded case sequence, so Hypothesis generates the cases once as in a fresh
-    run. Kernel time is every backend call; inputs, reference and metrics are
-    ``prepare_case`` and ``measure`` inside `run_backend`; rows are the appends to
-    ``cases.jsonl`` and tables the CSV files written at the end. The rest is Hypothesis'
-    generation, the replay of its cases for the other pairs, unavailable results and
-    building each result.
+    run. Kernel time is every backend call. Inputs, reference and metrics are
+    ``prepare_case`` and ``measure`` inside `run_backend`. Rows are the appends to
+    ``cases.jsonl``, and tables are the CSV files written at the end. The rest is
+    Hypothesis' generation, the replay of its cases for the other pairs, unavailable
+    results and building each result.
     """
     from precision_suite.engine import clear_generated_sequences
 

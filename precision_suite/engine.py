@@ -19,12 +19,12 @@ from precision_suite.strategies import case_specs
 
 
 # Generated specs in the order Hypothesis checked them, by (profile, seed), from runs in which
-# every case passed; the explicit specs that ran first are not part of the list. Without the
-# target phase and without a failure, generation does not depend on the backend. It does not
-# depend on the dtype either, because `case_specs` of one dtype draws no choice for it
-# (``tests/test_engine.py`` checks this). The next backend and dtype replay the list with their
-# own dtype instead of generating it again, and fall back to Hypothesis (to shrink) at their
-# first failure.
+# every case passed. The explicit specs that ran first are not part of the list.
+# Without the target phase and without a failure, generation does not depend on the backend.
+# It does not depend on the dtype either, because `case_specs` of one dtype draws no choice for
+# it (``tests/test_engine.py`` checks this). So the next backend and dtype replay the list with
+# their own dtype instead of generating it again. At their first failure they fall back to
+# Hypothesis, which shrinks it.
 _GENERATED_SEQUENCES = {}
 
 
@@ -193,7 +193,7 @@ def drive_cases(backend, dtype, profile, device="cpu", run_seed=0, on_result=Non
         if raise_failure:
             raise failure from None
     else:
-        # Hypothesis runs the explicit specs first, in order; only what follows them is generated.
+        # Hypothesis runs the explicit specs first and in order, so only what follows them was generated.
         if not targeting and checked[:len(explicit)] == explicit:
             _GENERATED_SEQUENCES[sequence_key] = checked[len(explicit):]
     finally:

@@ -671,7 +671,7 @@ class _LargestValues:
         self.count = count
         self.fused = fused
         self.threshold = -math.inf
-        # Kept values fill ``buffer[:size]``; the buffer doubles when full, so each block's
+        # Kept values fill ``buffer[:size]``, and the buffer doubles when full. Each block's
         # values are copied once as they merge, while later blocks are still measured.
         self.buffer = np.empty(0)
         self.size = 0
@@ -693,9 +693,9 @@ class _LargestValues:
         values = self.buffer[:self.size]
         if values.size >= self.count:
             self.threshold = self._select(values)
-            kept = values[values > self.threshold]
-            self.buffer[:kept.size] = kept
-            self.size = kept.size
+            above_threshold = values[values > self.threshold]
+            self.buffer[:above_threshold.size] = above_threshold
+            self.size = above_threshold.size
 
     def kth_largest(self):
         values = self.buffer[:self.size]

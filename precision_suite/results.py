@@ -223,7 +223,7 @@ class RunDirectory:
         """Raise `SpecError` when ``path`` already contains a run: a ``run.json`` or rows of a table.
 
         A new run there would mix its rows with the old ones. ``option`` names the flag the
-        path came from and ``hint`` says what to do instead.
+        path came from, and ``hint`` is the next step that the message suggests.
         """
         existing = cls.existing(path)
         if existing is None:

@@ -309,7 +309,7 @@ def test_run_notes_missing_corpus(tmp_path):
     assert "device cpu, 1 backend x 1 dtype, " in completed.stderr
 
 
-def test_resume_of_complete_run_says_so(tmp_path):
+def test_resume_of_complete_run_changes_nothing(tmp_path):
     out = tmp_path / "run"
     arguments = ["--backend", "paddle_composite", "--dtype", "float32", "--corpus", str(tmp_path / "none")]
     assert main(["run", *arguments, "--out", str(out)]) == 0

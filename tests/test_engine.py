@@ -119,7 +119,7 @@ def _generated_specs(dtype, explicit=()):
 
 
 def test_generated_specs_same_for_every_dtype(ci_profile):
-    # Replay across dtypes relies on this: a change that makes the strategy draw differently
+    # Replay across dtypes relies on this. A change that makes the strategy draw differently
     # per dtype must also key the recorded sequences by dtype.
     explicit = [CaseSpec(op="rms_norm", shape=(3, 769), dtype="float16", eps=1e-5, x_dist="tiny", w_dist="ones",
                          residual=False, seed=5)]
